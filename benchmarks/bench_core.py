@@ -1,0 +1,44 @@
+"""Foundation benchmarks: the import cost and the cost of a nested (reentrant) enter+exit.
+
+Run: .venv/bin/python benchmarks/bench_core.py
+Targets: importing flyte_ctx_tracking after flytekit adds at most 15% to `import flytekit`;
+a nested enter+exit costs at most 5 microseconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _util import best_of, fresh_import_seconds, import_increment
+
+
+def main() -> None:
+    flytekit, ours_after = import_increment("flytekit", "flyte_ctx_tracking")
+    ours_alone = fresh_import_seconds("import flyte_ctx_tracking")
+    print(f"import flytekit:                          {flytekit * 1000:8.1f} ms")
+    print(
+        f"then import flyte_ctx_tracking:           {ours_after * 1000:8.2f} ms  "
+        f"(adds {ours_after / flytekit:.2%} to import flytekit)"
+    )
+    print(f"import flyte_ctx_tracking alone:          {ours_alone * 1000:8.2f} ms  (imports no backend, no flytekit)")
+
+    from tests.fake_backend import FakeSession
+
+    session = FakeSession(mode="offline")
+    with session:
+        number = 100_000
+
+        def nested() -> None:
+            with session:
+                pass
+
+        per_call = best_of(nested, number=number)
+    print(f"nested (reentrant) enter+exit:            {per_call * 1e6:8.2f} us")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Secrets: resolve a flytekit ``Secret`` or a callable to its value, and keep that value out of sight.
+
+A secret's value is only ever handed to the backend call that needs it. It never enters a repr,
+a warning, an exception message, a deck or run metadata: :func:`redact` scrubs any text the
+library is about to show that could carry it (backend error messages often echo their input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from flytekit import Secret
+
+__all__ = ["SecretSpec", "describe_secret", "redact", "resolve_secret", "validate_secret"]
+
+SecretSpec = Union["Secret", Callable[[], str], None]
+"""What ``secret=`` accepts: a flytekit ``Secret``, a callable returning the value, or ``None``."""
+
+_MASK = "***"
+
+
+def _is_flyte_secret(secret: object) -> bool:
+    # Checked by name first so that validating a secret does not import flytekit's models eagerly.
+    if type(secret).__name__ != "Secret":
+        return False
+    from flytekit import Secret
+
+    return isinstance(secret, Secret)
+
+
+def validate_secret(secret: object, *, owner: str) -> None:
+    """Raise ``TypeError`` naming the bad value unless ``secret`` is a ``Secret``, a callable or None."""
+    if secret is None or _is_flyte_secret(secret) or callable(secret):
+        return
+    raise TypeError(
+        f"{owner}: secret={type(secret).__name__} is not accepted; pass a flytekit Secret(group=..., key=...), "
+        "a callable that returns the key as a string, or None to use the backend's own login. "
+        "(A plain string would put the key in your code: put it in a Flyte secret instead.)"
+    )
+
+
+def describe_secret(secret: object) -> str:
+    """A printable description of where a secret comes from, never its value."""
+    if secret is None:
+        return "None"
+    if _is_flyte_secret(secret):
+        group = getattr(secret, "group", None)
+        key = getattr(secret, "key", None)
+        return f"Secret(group={group!r}, key={key!r})"
+    return f"<callable {getattr(secret, '__qualname__', type(secret).__name__)}>"
+
+
+def resolve_secret(secret: SecretSpec) -> str | None:
+    """The secret's value, or ``None`` when it is not set where a Flyte pod or a laptop would have it.
+
+    A ``Secret`` resolves through the Flyte context's secrets manager, in remote and local runs
+    alike: it reads the environment variables and files a Flyte pod mounts (``_FSEC_<GROUP>_<KEY>``),
+    and locally also the bare ``<GROUP>_<KEY>`` variable. A missing secret is not an error here: the
+    caller falls back to the backend's own login, or to offline mode.
+
+    Raises:
+        TypeError: a callable returned something other than a non-empty string.
+    """
+    if secret is None:
+        return None
+    if _is_flyte_secret(secret):
+        return _resolve_flyte_secret(secret)
+    value = secret()  # type: ignore[operator]
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(
+            f"the secret callable {describe_secret(secret)} returned {type(value).__name__}; "
+            "it must return the key as a str (or None when there is none)"
+        )
+    return value.strip() or None
+
+
+def _resolve_flyte_secret(secret: Any) -> str | None:
+    import os
+
+    from flytekit.core.context_manager import FlyteContextManager
+
+    # Secret(env_var=...) asks Flyte to mount the value under a name of the user's choice.
+    if getattr(secret, "env_var", None) and os.environ.get(secret.env_var):
+        return str(os.environ[secret.env_var]).strip() or None
+    manager = FlyteContextManager.current_context().user_space_params.secrets
+    try:
+        value = manager.get(group=secret.group, key=secret.key, group_version=secret.group_version)
+    except (ValueError, OSError):
+        return None
+    if not isinstance(value, str):
+        return None
+    return value.strip() or None
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every occurrence of each secret value replaced by ``***``."""
+    for value in secrets:
+        if value:
+            text = text.replace(value, _MASK)
+    return text

@@ -1,0 +1,420 @@
+"""The session core: the one lifecycle every integration shares.
+
+A session is a reusable, reentrant context manager (``with``, ``async with``, or a decorator).
+Subclasses supply only what is specific to their backend: how to open and close a handle, what
+identifies their target, and what to show in a deck. Everything else lives here, once:
+
+* reentrancy: entering a session whose target is already active in this thread or asyncio task
+  reuses that handle; only the outermost exit closes it;
+* isolation: the active handles live in a ``ContextVar``, so threads and asyncio tasks never see
+  each other's runs;
+* the error policy: the user's exception always propagates unchanged (same object, same
+  traceback) after the handle is closed as failed; a failure of the backend itself follows
+  ``on_error``;
+* mode (``auto``/``online``/``offline``/``disabled``, overridden by ``FLYTE_CTX_TRACKING_MODE``),
+  rank awareness, the local data directory, secrets and decks.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+import os
+import warnings
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast, get_args
+
+from ._context import ExecutionContext, execution_context
+from ._secrets import SecretSpec, describe_secret, redact, resolve_secret, validate_secret
+
+__all__ = [
+    "KINDS",
+    "MODE_ENV_VAR",
+    "TRACKING_DIR_ENV_VAR",
+    "Mode",
+    "OnError",
+    "OpenPlan",
+    "RunInfo",
+    "Session",
+    "TrackingError",
+    "TrackingSession",
+    "TrackingWarning",
+    "current_run",
+    "tracking_root",
+]
+
+Mode = Literal["auto", "online", "offline", "disabled"]
+OnError = Literal["warn", "raise"]
+MODES: tuple[str, ...] = get_args(Mode)
+ON_ERROR: tuple[str, ...] = get_args(OnError)
+KINDS: tuple[str, ...] = ("wandb", "comet", "neptune", "memray", "whylogs")
+MODE_ENV_VAR = "FLYTE_CTX_TRACKING_MODE"
+TRACKING_DIR_ENV_VAR = "FLYTE_CTX_TRACKING_DIR"
+DEFAULT_TRACKING_DIR = ".flyte-ctx-tracking"
+
+HandleT = TypeVar("HandleT")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TrackingWarning(UserWarning):
+    """Warned when tracking degrades (offline fallback, a backend failure) while the task runs on."""
+
+
+class TrackingError(RuntimeError):
+    """Raised for a backend failure when the session was created with ``on_error="raise"``."""
+
+
+def tracking_root() -> Path:
+    """Where the library writes local data: ``$FLYTE_CTX_TRACKING_DIR``, else ``./.flyte-ctx-tracking``."""
+    return Path(os.environ.get(TRACKING_DIR_ENV_VAR) or DEFAULT_TRACKING_DIR).absolute()
+
+
+def check_choice(owner: str, name: str, value: object, accepted: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming the bad value and the accepted ones."""
+    if value not in accepted:
+        choices = ", ".join(repr(choice) for choice in accepted)
+        raise ValueError(f"{owner}: {name}={value!r} is not supported; use one of {choices}")
+
+
+@dataclass(frozen=True)
+class OpenPlan:
+    """Everything a backend needs to open its handle, decided by the core.
+
+    Attributes:
+        mode: ``"online"`` or ``"offline"`` for tracking backends; ``"on"`` for profilers.
+        context: the execution context at the moment the session opened.
+        directory: where this backend writes local data (created).
+        run_id: the default run identity (the pod name in remote runs, ``None`` locally).
+        group: what a node's retries and ranks share (``None`` locally).
+        api_key: the resolved secret, if any. Never printed: excluded from ``repr``.
+        fallback_reason: why the mode is not what was asked for, if it is not.
+    """
+
+    mode: str
+    context: ExecutionContext
+    directory: Path
+    run_id: str | None
+    group: str | None
+    api_key: str | None = field(default=None, repr=False)
+    fallback_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a tracking session shows about its run in a deck and in the offline warning."""
+
+    backend: str
+    fields: Mapping[str, str | None]
+    url: str | None = None
+    local_path: str | None = None
+    sync_command: str | None = None
+    failed: bool = False
+
+
+@dataclass
+class _OpenState:
+    handle: Any
+    plan: OpenPlan | None
+
+
+@dataclass(frozen=True)
+class _Frame:
+    key: Hashable
+    state: _OpenState
+    session: Session[Any]
+    owner: bool
+
+
+# The active sessions of this thread or asyncio task, innermost last. A tuple, never mutated in
+# place, so the copy an asyncio task inherits can never be changed from another task.
+_ACTIVE: ContextVar[tuple[_Frame, ...]] = ContextVar("flyte_ctx_tracking_active", default=())
+
+
+def current_run(kind: str | None = None) -> Any:
+    """The innermost active session handle, of one backend when ``kind`` is given, else ``None``.
+
+    Args:
+        kind: one of ``"wandb"``, ``"comet"``, ``"neptune"``, ``"memray"``, ``"whylogs"``, or None
+            for whichever session is innermost.
+    """
+    if kind is not None:
+        check_choice("current_run", "kind", kind, KINDS)
+    for frame in reversed(_ACTIVE.get()):
+        if kind is None or frame.session.kind == kind:
+            return frame.state.handle
+    return None
+
+
+def active_handles(kind: str) -> list[Any]:
+    """The open handles of one backend in this context, innermost first (``None`` handles skipped)."""
+    return [f.state.handle for f in reversed(_ACTIVE.get()) if f.session.kind == kind and f.state.handle is not None]
+
+
+class Session(Generic[HandleT]):
+    """Base of every integration: a reentrant context manager, async context manager and decorator.
+
+    Subclasses set the class attributes and implement :meth:`_open` and :meth:`_close`; they may
+    override :meth:`_reuse_key`, :meth:`_ambient_credentials` and :meth:`_deck`.
+    """
+
+    kind: ClassVar[str]
+    """The name ``current_run`` knows this backend by."""
+    display_name: ClassVar[str]
+    """How messages and decks name the backend."""
+    backend_module: ClassVar[str]
+    """The module that must be importable to enter the session."""
+    extra: ClassVar[str]
+    """The pip extra that installs ``backend_module``."""
+    tracks_runs: ClassVar[bool] = False
+    """Tracking backends have online and offline modes and open runs on rank 0 only by default."""
+
+    def __init__(
+        self,
+        *,
+        mode: Mode = "auto",
+        on_error: OnError = "warn",
+        secret: SecretSpec = None,
+        directory: str | os.PathLike[str] | None = None,
+        all_ranks: bool = False,
+    ) -> None:
+        owner = type(self).__name__
+        check_choice(owner, "mode", mode, MODES)
+        check_choice(owner, "on_error", on_error, ON_ERROR)
+        validate_secret(secret, owner=owner)
+        self.mode: Mode = mode
+        self.on_error: OnError = on_error
+        self.secret = secret
+        self.directory = Path(directory) if directory is not None else None
+        self.all_ranks = bool(all_ranks)
+        self._key: Hashable | None = None
+
+    # ------------------------------------------------------------------ backend hooks
+    def _reuse_key(self) -> Hashable:
+        """What the session targets: an active session with an equal key is reused, not reopened."""
+        return id(self)
+
+    def _ambient_credentials(self) -> bool:
+        """True when the backend can log in without our secret (its env var or saved login)."""
+        return False
+
+    def _open(self, plan: OpenPlan) -> HandleT:
+        """Open and return the backend handle. Raising here follows ``on_error``."""
+        raise NotImplementedError
+
+    def _close(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> None:
+        """Close the handle; ``error`` is the user's exception when the block failed."""
+        raise NotImplementedError
+
+    def _deck(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:
+        """``(title, html)`` of a deck to add after closing, or None."""
+        return None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def key(self) -> Hashable:
+        """The reuse key, computed once: the nested (reentrant) path must stay cheap."""
+        if self._key is None:
+            self._key = (self.kind, self._reuse_key())
+        return self._key
+
+    def __enter__(self) -> HandleT:
+        frames = _ACTIVE.get()
+        key = self.key
+        for frame in reversed(frames):
+            if frame.key == key:
+                _ACTIVE.set((*frames, _Frame(key, frame.state, self, owner=False)))
+                return cast(HandleT, frame.state.handle)
+        state = self._start()
+        _ACTIVE.set((*_ACTIVE.get(), _Frame(key, state, self, owner=True)))
+        return cast(HandleT, state.handle)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        frames = _ACTIVE.get()
+        for index in range(len(frames) - 1, -1, -1):
+            if frames[index].session is self:
+                frame = frames[index]
+                _ACTIVE.set(frames[:index] + frames[index + 1 :])
+                if frame.owner:
+                    self._finish(frame.state, exc)
+                return None
+        return None  # exited without a matching enter in this context: nothing of ours to close
+
+    async def __aenter__(self) -> HandleT:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: F) -> F:
+        """Use the session as a decorator: every call of ``func`` runs inside it."""
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with self:
+                    return await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.mode!r}, secret={describe_secret(self.secret)})"
+
+    # ------------------------------------------------------------------ internals
+    def _effective_mode(self) -> str:
+        override = os.environ.get(MODE_ENV_VAR, "").strip().lower()
+        if override:
+            check_choice(f"environment variable {MODE_ENV_VAR}", "value", override, MODES)
+            return override
+        return self.mode
+
+    def _require_backend(self) -> None:
+        if importlib.util.find_spec(self.backend_module) is None:
+            raise ImportError(
+                f"{type(self).__name__} needs the {self.backend_module!r} package, which is not installed: "
+                f"pip install 'flyte-ctx-tracking[{self.extra}]'"
+            )
+
+    def _data_directory(self) -> Path:
+        directory = self.directory if self.directory is not None else tracking_root() / self.kind
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory.absolute()
+
+    def _start(self) -> _OpenState:
+        mode = self._effective_mode()
+        if mode == "disabled":
+            return _OpenState(None, None)
+        self._require_backend()
+        context = execution_context()
+        if self.tracks_runs and context.is_distributed and not context.is_rank_zero and not self.all_ranks:
+            # Rank 0 reports for everyone; the other ranks run their code untracked.
+            return _OpenState(None, None)
+        api_key: str | None = None
+        fallback: str | None = None
+        if self.tracks_runs:
+            try:
+                api_key = resolve_secret(self.secret)
+            except Exception as error:
+                self._backend_failure(f"could not read the secret {describe_secret(self.secret)}", error, None)
+            if mode == "auto":
+                mode = "online" if api_key or self._ambient_credentials() else "offline"
+                if mode == "offline":
+                    source = (
+                        f"{describe_secret(self.secret)} is not set"
+                        if self.secret is not None
+                        else "no secret given and no login of the backend's own"
+                    )
+                    fallback = f"no API key was found ({source})"
+        else:
+            mode = "on"
+        plan = OpenPlan(
+            mode=mode,
+            context=context,
+            directory=self._data_directory(),
+            run_id=context.run_identity(per_rank=self.all_ranks),
+            group=context.group,
+            api_key=api_key,
+            fallback_reason=fallback,
+        )
+        try:
+            handle = self._open(plan)
+        except Exception as error:
+            if plan.mode != "online":
+                self._backend_failure(f"could not start {self.display_name}; the block runs untracked", error, api_key)
+                return _OpenState(None, plan)
+            self._backend_failure(f"could not start {self.display_name} online; trying offline", error, api_key)
+            plan = OpenPlan(
+                mode="offline",
+                context=context,
+                directory=plan.directory,
+                run_id=plan.run_id,
+                group=plan.group,
+                api_key=api_key,
+                fallback_reason=f"going online failed ({type(error).__name__})",
+            )
+            try:
+                handle = self._open(plan)
+            except Exception as offline_error:
+                self._backend_failure(f"could not start {self.display_name} offline either", offline_error, api_key)
+                return _OpenState(None, plan)
+        if plan.fallback_reason is not None:
+            self._warn_offline(handle, plan)
+        return _OpenState(handle, plan)
+
+    def _finish(self, state: _OpenState, error: BaseException | None) -> None:
+        if state.handle is None or state.plan is None:
+            return
+        try:
+            self._close(state.handle, state.plan, error)
+        except Exception as close_error:
+            # A close failure is only raised when the block succeeded: the user's own exception wins.
+            self._backend_failure(
+                f"could not close {self.display_name} cleanly", close_error, state.plan.api_key, may_raise=error is None
+            )
+        try:
+            deck = self._deck(state.handle, state.plan, error)
+            if deck is not None:
+                from .decks import add_deck
+
+                add_deck(*deck)
+        except Exception as deck_error:
+            self._backend_failure(f"could not write the {self.display_name} deck", deck_error, state.plan.api_key)
+
+    def _backend_failure(self, what: str, error: BaseException, secret: str | None, *, may_raise: bool = True) -> None:
+        """Apply ``on_error`` to a failure of the backend (never to the user's own exception).
+
+        ``secret`` is scrubbed from the message: backend errors often echo the key they were given.
+        """
+        detail = redact(f"{type(error).__name__}: {error}", secret)
+        message = f"{type(self).__name__}: {what}: {detail}"
+        if self.on_error == "raise" and may_raise:
+            leaks = secret is not None and secret in str(error)
+            raise TrackingError(message) from (None if leaks else error)
+        warnings.warn(message, TrackingWarning, stacklevel=4)
+
+    def _warn_offline(self, handle: HandleT, plan: OpenPlan) -> None:
+        info = self._run_info(handle, plan, None) if isinstance(self, TrackingSession) else None
+        where = f" Data is in {info.local_path}." if info is not None and info.local_path else ""
+        sync = f" Upload it later with: {info.sync_command}" if info is not None and info.sync_command else ""
+        warnings.warn(
+            f"{type(self).__name__}: {plan.fallback_reason}, so {self.display_name} runs offline.{where}{sync}",
+            TrackingWarning,
+            stacklevel=4,
+        )
+
+
+class TrackingSession(Session[HandleT]):
+    """A session of an experiment tracker: online and offline modes, rank 0 by default, a run deck."""
+
+    tracks_runs: ClassVar[bool] = True
+
+    def _run_info(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> RunInfo:
+        """Describe the run for the deck and the offline warning."""
+        raise NotImplementedError
+
+    def _deck(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:
+        from .decks.run_card import run_card_html
+
+        info = self._run_info(handle, plan, error)
+        return info.backend, run_card_html(info)

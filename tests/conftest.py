@@ -1,0 +1,211 @@
+"""Shared fixtures.
+
+``pod_run`` runs a task module the way a Flyte pod runs it: flytekit's own ``pyflyte-execute``
+entrypoint (remote mode), inputs as a LiteralMap file, and the environment a pod gets. Every
+integration's end-to-end tests use it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXECUTION_NAME = "ab3kq9x2m4n5p6r7s8t1"
+NODE_ID = "n0"
+# Variables that would make a test depend on the machine it runs on, or reach a network.
+_SCRUBBED_ENV = ("WANDB_API_KEY", "COMET_API_KEY", "NEPTUNE_API_TOKEN", "FLYTE_EXECUTION_URL", "HOSTNAME")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test writes under its own tmp dir and never under the repository."""
+    root = tmp_path / "tracking"
+    monkeypatch.setenv("FLYTE_CTX_TRACKING_DIR", str(root))
+    monkeypatch.delenv("FLYTE_CTX_TRACKING_MODE", raising=False)
+    for name in _SCRUBBED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith(("FLYTE_INTERNAL_", "_FSEC_", "BATCH_JOB_ARRAY")):
+            monkeypatch.delenv(name, raising=False)
+    # Backends keep their own settings in $HOME: a throwaway home keeps tests from reading a
+    # developer's logins and from writing next to them.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir(exist_ok=True)
+    yield root
+
+
+@dataclass
+class PodRun:
+    """What a pod run left behind."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    workdir: Path
+    output_prefix: Path
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output(self) -> str:
+        """stdout and stderr together: everything the pod printed."""
+        return self.stdout + self.stderr
+
+    @property
+    def deck_html(self) -> str | None:
+        """The ``deck.html`` flytekit wrote to the output prefix, if decks were on."""
+        path = self.output_prefix / "deck.html"
+        return path.read_text(encoding="utf-8") if path.exists() else None
+
+    @property
+    def error(self) -> str | None:
+        """The message of ``error.pb`` when the task failed."""
+        path = self.output_prefix / "error.pb"
+        if not path.exists():
+            return None
+        from flyteidl.core import errors_pb2
+
+        document = errors_pb2.ErrorDocument()
+        document.ParseFromString(path.read_bytes())
+        return str(document.error.message)
+
+    def files(self) -> Iterator[Path]:
+        """Every file the run wrote under its working directory."""
+        return (p for p in self.workdir.rglob("*") if p.is_file())
+
+
+def _to_literal_map_file(inputs: Mapping[str, Any], path: Path) -> None:
+    from flytekit.core.context_manager import FlyteContextManager
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.models.literals import LiteralMap
+
+    ctx = FlyteContextManager.current_context()
+    literals = {
+        name: TypeEngine.to_literal(ctx, value, type(value), TypeEngine.to_literal_type(type(value)))
+        for name, value in inputs.items()
+    }
+    path.write_bytes(LiteralMap(literals=literals).to_flyte_idl().SerializeToString())
+
+
+def _primitive(literal: Any) -> Any:
+    """A primitive literal's Python value; other literals are returned as they are."""
+    scalar = literal.scalar
+    if scalar is not None and scalar.primitive is not None:
+        return scalar.primitive.value
+    return literal
+
+
+def _read_outputs(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    from flyteidl.core import literals_pb2
+    from flytekit.models.literals import LiteralMap
+
+    idl = literals_pb2.LiteralMap()
+    idl.ParseFromString(path.read_bytes())
+    return {name: _primitive(lit) for name, lit in LiteralMap.from_flyte_idl(idl).literals.items()}
+
+
+PodRunner = Callable[..., PodRun]
+
+
+@pytest.fixture
+def pod_run(tmp_path: Path) -> PodRunner:
+    """Run ``task_name`` from ``source`` (a module's text) through ``pyflyte-execute`` as a pod would.
+
+    Keyword arguments: ``inputs`` (dict of primitives), ``secrets`` (``{(group, key): value}``,
+    mounted as ``_FSEC_GROUP_KEY``), ``env`` (more variables), ``attempt``, ``node_id``,
+    ``hostname`` (default ``{execution}-{node}-{attempt}``), ``execution_url``.
+    """
+    counter = iter(range(1_000_000))
+
+    def run(
+        source: str,
+        task_name: str,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        secrets: Mapping[tuple[str, str], str] | None = None,
+        env: Mapping[str, str] | None = None,
+        attempt: int = 0,
+        node_id: str = NODE_ID,
+        hostname: str | None = None,
+        execution_url: str
+        | None = "https://flyte.example.com/console/projects/flytesnacks/domains/development/executions/"
+        + EXECUTION_NAME,
+    ) -> PodRun:
+        workdir = tmp_path / f"pod{next(counter)}"
+        workdir.mkdir()
+        module = f"pod_tasks_{workdir.name}"
+        (workdir / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        output_prefix = workdir / "outputs"
+        output_prefix.mkdir()
+        inputs_file = workdir / "inputs.pb"
+        _to_literal_map_file(inputs or {}, inputs_file)
+
+        pod_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE_INTERNAL_", "_FSEC_"))}
+        pod_env.update(
+            {
+                # The task module, and the repository so that pod tasks can import test helpers.
+                "PYTHONPATH": os.pathsep.join([str(workdir), str(REPO), pod_env.get("PYTHONPATH", "")]).rstrip(
+                    os.pathsep
+                ),
+                "FLYTE_INTERNAL_EXECUTION_ID": EXECUTION_NAME,
+                "FLYTE_INTERNAL_EXECUTION_PROJECT": "flytesnacks",
+                "FLYTE_INTERNAL_EXECUTION_DOMAIN": "development",
+                "FLYTE_INTERNAL_EXECUTION_WORKFLOW": f"{module}.wf",
+                "FLYTE_INTERNAL_EXECUTION_LAUNCHPLAN": f"{module}.wf",
+                "FLYTE_INTERNAL_TASK_PROJECT": "flytesnacks",
+                "FLYTE_INTERNAL_TASK_DOMAIN": "development",
+                "FLYTE_INTERNAL_TASK_NAME": f"{module}.{task_name}",
+                "FLYTE_INTERNAL_TASK_VERSION": "v1",
+                "HOSTNAME": hostname or f"{EXECUTION_NAME}-{node_id}-{attempt}",
+                "FLYTE_ATTEMPT_NUMBER": str(attempt),
+                "FLYTE_CTX_TRACKING_DIR": str(workdir / "tracking"),
+                "HOME": str(workdir / "home"),
+            }
+        )
+        (workdir / "home").mkdir()
+        if execution_url:
+            pod_env["FLYTE_EXECUTION_URL"] = execution_url
+        for (group, key), value in (secrets or {}).items():
+            pod_env[f"_FSEC_{group.upper()}_{key.upper()}"] = value
+        pod_env.update(env or {})
+
+        entrypoint = Path(sys.executable).parent / "pyflyte-execute"
+        command = [
+            str(entrypoint),
+            "--inputs",
+            str(inputs_file),
+            "--output-prefix",
+            str(output_prefix),
+            "--raw-output-data-prefix",
+            str(workdir / "raw"),
+            "--resolver",
+            "flytekit.core.python_auto_container.default_task_resolver",
+            "--",
+            "task-module",
+            module,
+            "task-name",
+            task_name,
+        ]
+        done = subprocess.run(command, cwd=workdir, env=pod_env, capture_output=True, text=True, timeout=300)
+        return PodRun(
+            returncode=done.returncode,
+            stdout=done.stdout,
+            stderr=done.stderr,
+            workdir=workdir,
+            output_prefix=output_prefix,
+            outputs=_read_outputs(output_prefix / "outputs.pb"),
+        )
+
+    return run

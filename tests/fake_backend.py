@@ -1,0 +1,93 @@
+"""A small in-test backend for the session core: it records what the core asks of it.
+
+It is the thing the core drives, not a mock of anything under test: the core's lifecycle runs
+for real against it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flyte_ctx_tracking import SessionDecorator, TrackingSession
+from flyte_ctx_tracking._session import OpenPlan, RunInfo
+
+_ids = itertools.count()
+
+
+@dataclass
+class FakeRun:
+    number: int
+    mode: str
+    run_id: str | None
+    directory: str
+    api_key: str | None = field(repr=False)
+    closed: bool = False
+    failed: bool | None = None
+    error: BaseException | None = None
+    log: list[Any] = field(default_factory=list)
+
+
+class FakeSession(TrackingSession[FakeRun]):
+    kind = "wandb"  # borrows a known kind so that current_run(kind) can find it
+    display_name = "Fake tracker"
+    backend_module = "json"
+    extra = "fake"
+
+    def __init__(
+        self,
+        target: str = "default",
+        *,
+        fail_open: int = 0,
+        fail_close: bool = False,
+        error_text: str = "backend exploded",
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.target = target
+        self.fail_open = fail_open  # how many opens fail before one succeeds
+        self.fail_close = fail_close
+        self.error_text = error_text
+        self.opened: list[FakeRun] = []
+
+    def _reuse_key(self) -> Hashable:
+        return self.target
+
+    def _open(self, plan: OpenPlan) -> FakeRun:
+        if self.fail_open:
+            self.fail_open -= 1
+            raise ConnectionError(self.error_text)
+        run = FakeRun(next(_ids), plan.mode, plan.run_id, str(plan.directory), plan.api_key)
+        self.opened.append(run)
+        return run
+
+    def _close(self, handle: FakeRun, plan: OpenPlan, error: BaseException | None) -> None:
+        if self.fail_close:
+            raise OSError(self.error_text)
+        handle.closed = True
+        handle.failed = error is not None
+        handle.error = error
+
+    def _run_info(self, handle: FakeRun, plan: OpenPlan, error: BaseException | None) -> RunInfo:
+        return RunInfo(
+            backend=self.display_name,
+            fields={"run": str(handle.number), "mode": plan.mode},
+            local_path=handle.directory if plan.mode == "offline" else None,
+            sync_command=f"fake sync {handle.directory}" if plan.mode == "offline" else None,
+            url="https://fake.example/run" if plan.mode == "online" else None,
+            failed=error is not None,
+        )
+
+
+class fake_init(SessionDecorator):
+    """The decorator shortcut over FakeSession, as an integration would write it."""
+
+    decorator_name = "fake_init"
+
+    def _make_session(self, **kwargs: Any) -> FakeSession:
+        return FakeSession(**kwargs)
+
+    def get_extra_config(self) -> dict[str, str]:
+        return {"target": self.session.target, self.LINK_TYPE_KEY: "fake-execution-id"}  # type: ignore[attr-defined]

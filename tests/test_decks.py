@@ -1,0 +1,51 @@
+"""Decks: added inside tasks with decks on, harmless everywhere else."""
+
+from __future__ import annotations
+
+from flytekit import task
+from flytekit.core.context_manager import FlyteContextManager
+
+from flyte_ctx_tracking import add_deck
+
+from .conftest import PodRunner
+
+DECK_TASK = """
+from flytekit import task
+from tests.fake_backend import FakeSession
+
+@task(enable_deck=True)
+def tracked() -> int:
+    with FakeSession(mode="offline"):
+        return 1
+"""
+
+
+def test_outside_a_task_add_deck_does_nothing() -> None:
+    assert add_deck("Nothing", "<p>x</p>") is False
+
+
+def test_inside_a_task_with_decks_on_the_deck_is_added() -> None:
+    titles: list[str] = []
+
+    @task(enable_deck=True)
+    def with_decks() -> bool:
+        added = add_deck("Mine", "<p>hello</p>")
+        titles.extend(deck.name for deck in FlyteContextManager.current_context().user_space_params.decks)
+        return added
+
+    @task
+    def without_decks() -> bool:
+        return add_deck("Mine", "<p>hello</p>")
+
+    assert with_decks() is True
+    assert "Mine" in titles
+    assert without_decks() is False
+
+
+def test_a_tracking_session_shows_its_run_in_the_pod_deck(pod_run: PodRunner) -> None:
+    result = pod_run(DECK_TASK, "tracked")
+    assert result.returncode == 0, result.output
+    html = result.deck_html
+    assert html is not None
+    assert "Fake tracker run (finished)" in html
+    assert "fake sync" in html

@@ -1,0 +1,398 @@
+"""The session core's semantics, driven through a small in-test backend."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+from flytekit import Secret, task
+
+from flyte_ctx_tracking import TrackingError, TrackingWarning, current_run
+
+from .conftest import EXECUTION_NAME
+from .fake_backend import FakeRun, FakeSession, fake_init
+
+OFFLINE = {"mode": "offline"}
+
+
+def test_with_yields_an_open_handle_and_closes_it_on_exit() -> None:
+    session = FakeSession(**OFFLINE)
+    with session as run:
+        assert isinstance(run, FakeRun)
+        assert current_run() is run
+        assert current_run("wandb") is run
+        assert not run.closed
+    assert run.closed and run.failed is False
+    assert current_run() is None
+
+
+def test_nested_same_session_reuses_the_handle_and_only_the_outermost_exit_closes() -> None:
+    session = FakeSession(**OFFLINE)
+    with session as outer:
+        with session as inner:
+            with session as innermost:
+                assert outer is inner is innermost
+            assert not outer.closed
+        assert not outer.closed
+    assert outer.closed
+    assert len(session.opened) == 1
+
+
+def test_a_decorated_function_calling_another_with_the_same_target_shares_the_run() -> None:
+    @FakeSession("shared", **OFFLINE)
+    def inner() -> FakeRun:
+        return current_run("wandb")  # type: ignore[no-any-return]
+
+    @FakeSession("shared", **OFFLINE)
+    def outer() -> tuple[FakeRun, FakeRun]:
+        return current_run("wandb"), inner()
+
+    first, second = outer()
+    assert first is second
+    assert first.closed
+
+
+def test_a_different_target_inside_opens_an_independent_run_and_is_innermost() -> None:
+    with FakeSession("a", **OFFLINE) as a:
+        with FakeSession("b", **OFFLINE) as b:
+            assert a is not b
+            assert current_run("wandb") is b
+        assert b.closed and not a.closed
+        assert current_run("wandb") is a
+    assert a.closed
+
+
+def test_reentering_after_exit_opens_a_fresh_handle() -> None:
+    session = FakeSession(**OFFLINE)
+    with session as first:
+        pass
+    with session as second:
+        pass
+    assert first is not second
+    assert first.closed and second.closed
+
+
+async def test_async_with_and_async_decorator() -> None:
+    session = FakeSession(**OFFLINE)
+    async with session as run:
+        assert current_run() is run
+
+    @session
+    async def work() -> FakeRun:
+        await asyncio.sleep(0)
+        return current_run()  # type: ignore[no-any-return]
+
+    decorated_run = await work()
+    assert run.closed and decorated_run.closed and decorated_run is not run
+
+
+async def test_concurrent_asyncio_tasks_never_see_each_others_runs() -> None:
+    started = asyncio.Event()
+    seen: dict[str, object] = {}
+
+    async def worker(name: str) -> None:
+        async with FakeSession(name, **OFFLINE) as run:
+            if name == "a":
+                await started.wait()
+            else:
+                started.set()
+            await asyncio.sleep(0.01)
+            seen[name] = current_run()
+            assert current_run() is run
+
+    await asyncio.gather(worker("a"), worker("b"))
+    assert seen["a"] is not seen["b"]
+
+
+def test_threads_each_get_their_own_run_even_for_the_same_session_object() -> None:
+    session = FakeSession(**OFFLINE)
+    barrier = threading.Barrier(4)
+    runs: list[FakeRun] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with session as run:
+                barrier.wait(timeout=10)  # all four are inside at once
+                assert current_run() is run
+                runs.append(run)
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    with session as main_run:
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert current_run() is main_run
+    assert not errors
+    assert len({id(run) for run in runs}) == 4
+    assert main_run not in runs
+    assert all(run.closed for run in runs)
+
+
+def test_the_users_exception_propagates_unchanged_after_closing_the_run_as_failed() -> None:
+    error = KeyError("user bug")
+    with pytest.raises(KeyError) as caught, FakeSession(**OFFLINE) as run:
+        raise error
+    assert caught.value is error
+    # The traceback still starts at the user's raise, not in the library.
+    assert caught.traceback[-1].name == "test_the_users_exception_propagates_unchanged_after_closing_the_run_as_failed"
+    assert run.closed and run.failed is True and run.error is error
+
+
+def test_an_exception_in_a_nested_block_closes_once_at_the_outermost_exit() -> None:
+    session = FakeSession(**OFFLINE)
+    with pytest.raises(ValueError), session as outer, session:
+        raise ValueError("inner")
+    assert outer.closed and outer.failed is True
+    assert len(session.opened) == 1
+
+
+def test_backend_failure_on_open_warns_once_per_attempt_and_the_block_runs_untracked() -> None:
+    session = FakeSession(fail_open=1, **OFFLINE)
+    ran = False
+    with pytest.warns(TrackingWarning, match="could not start Fake tracker") as record:
+        with session as run:
+            ran = True
+            assert run is None
+    assert ran
+    assert len(record) == 1
+
+
+def test_online_failure_falls_back_to_offline() -> None:
+    session = FakeSession(fail_open=1, mode="online")
+    with pytest.warns(TrackingWarning) as record, session as run:
+        pass
+    assert run is not None and run.mode == "offline"
+    messages = [str(w.message) for w in record]
+    assert any("trying offline" in m for m in messages)
+    assert any("fake sync" in m for m in messages)  # says how to upload it later
+
+
+def test_on_error_raise_raises_a_tracking_error_naming_the_backend() -> None:
+    session = FakeSession(fail_open=1, on_error="raise", **OFFLINE)
+    ran = False
+    with pytest.raises(TrackingError, match="Fake tracker.*backend exploded"), session:
+        ran = True
+    assert not ran
+
+
+def test_close_failure_warns_and_never_hides_the_users_result_or_exception() -> None:
+    with pytest.warns(TrackingWarning, match="could not close"):
+        with FakeSession(fail_close=True, **OFFLINE):
+            result = 42
+    assert result == 42
+
+    error = RuntimeError("user")
+    with pytest.raises(RuntimeError) as caught:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with FakeSession(fail_close=True, on_error="raise", **OFFLINE):
+                raise error
+    assert caught.value is error
+
+    with (
+        pytest.raises(TrackingError, match="could not close"),
+        FakeSession(fail_close=True, on_error="raise", **OFFLINE),
+    ):
+        pass
+
+
+def test_mode_environment_variable_overrides_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "disabled")
+    session = FakeSession(mode="online")
+    with session as run:
+        assert run is None
+    assert session.opened == []
+
+    monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "offline")
+    with FakeSession(mode="online") as run:
+        assert run.mode == "offline"
+
+    monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "sometimes")
+    with pytest.raises(ValueError, match="'sometimes'.*'auto', 'online', 'offline', 'disabled'"), FakeSession():
+        pass
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "accepted"),
+    [("mode", "cloud", "'auto', 'online'"), ("on_error", "ignore", "'warn', 'raise'")],
+)
+def test_bad_options_fail_at_construction_naming_the_value(option: str, value: str, accepted: str) -> None:
+    with pytest.raises(ValueError, match=f"{option}='{value}'.*{accepted}"):
+        FakeSession(**{option: value})  # type: ignore[arg-type]
+
+
+def test_a_plain_string_secret_is_refused() -> None:
+    with pytest.raises(TypeError, match="secret=str is not accepted"):
+        FakeSession(secret="hunter2")  # type: ignore[arg-type]
+
+
+def test_auto_without_a_key_goes_offline_with_one_warning_saying_where_and_how_to_sync(tmp_path: Path) -> None:
+    with pytest.warns(TrackingWarning) as record, FakeSession(secret=Secret(group="fake", key="token")) as run:
+        pass
+    assert run.mode == "offline"
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "no API key was found" in message
+    assert "Secret(group='fake', key='token')" in message
+    assert run.directory in message and "fake sync" in message
+
+
+def test_auto_with_a_flyte_secret_goes_online_and_the_value_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    value = "sk-very-secret-4242"
+    monkeypatch.setenv("_FSEC_FAKE_TOKEN", value)
+    session = FakeSession(secret=Secret(group="fake", key="token"), error_text=f"bad key {value}", fail_open=2)
+    assert value not in repr(session)
+    with pytest.warns(TrackingWarning) as record, session as run:
+        assert run is None  # both online and offline attempts failed
+    assert all(value not in str(w.message) for w in record)
+    assert any("***" in str(w.message) for w in record)
+
+    with FakeSession(secret=Secret(group="fake", key="token")) as run:
+        assert run.mode == "online" and run.api_key == value
+
+
+def test_a_callable_secret_is_resolved_when_the_session_opens() -> None:
+    calls = []
+
+    def key() -> str:
+        calls.append(1)
+        return "abc"
+
+    session = FakeSession(secret=key)
+    assert calls == []
+    with session as run:
+        assert run.api_key == "abc" and run.mode == "online"
+
+
+def test_local_data_goes_under_the_tracking_dir_and_an_explicit_directory_wins(
+    tmp_path: Path, _isolated_tracking: Path
+) -> None:
+    with FakeSession(**OFFLINE) as run:
+        assert Path(run.directory) == _isolated_tracking / "wandb"
+    with FakeSession(directory=tmp_path / "mine", **OFFLINE) as run:
+        assert Path(run.directory) == tmp_path / "mine"
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_only_rank_zero_tracks_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    ran = False
+    with FakeSession(**OFFLINE) as run:
+        ran = True
+        assert run is None
+    assert ran
+    monkeypatch.setenv("RANK", "0")
+    with FakeSession(**OFFLINE) as run:
+        assert run is not None
+
+
+def test_every_rank_opt_in_gives_distinct_run_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_INTERNAL_EXECUTION_ID", EXECUTION_NAME)
+    monkeypatch.setenv("HOSTNAME", f"{EXECUTION_NAME}-n0-0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    ids = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        with FakeSession(all_ranks=True, **OFFLINE) as run:
+            ids.append(run.run_id)
+    assert ids == [f"{EXECUTION_NAME}-n0-0-rank0", f"{EXECUTION_NAME}-n0-0-rank1"]
+
+
+def test_a_missing_backend_names_the_extra_to_install() -> None:
+    class Missing(FakeSession):
+        backend_module = "no_such_backend_for_flyte_ctx_tracking"
+        extra = "nothing"
+
+    with pytest.raises(ImportError, match=r"pip install 'flyte-ctx-tracking\[nothing\]'"), Missing(**OFFLINE):
+        pass
+
+
+def test_current_run_rejects_unknown_kinds() -> None:
+    with pytest.raises(ValueError, match="kind='mlflow'.*'wandb'"):
+        current_run("mlflow")
+    assert current_run("comet") is None
+
+
+def test_decorator_adapter_with_and_without_arguments_on_plain_functions() -> None:
+    @fake_init
+    def bare() -> FakeRun:
+        return current_run()  # type: ignore[no-any-return]
+
+    @fake_init(target="x", mode="offline")
+    def configured(value: int) -> tuple[int, FakeRun]:
+        return value, current_run()
+
+    assert isinstance(bare(), FakeRun)
+    value, run = configured(3)
+    assert value == 3 and run.closed
+    assert configured.get_extra_config() == {"target": "x", "link_type": "fake-execution-id"}
+    assert configured.__name__ == "configured"
+
+
+async def test_decorator_adapter_on_async_functions() -> None:
+    @fake_init(mode="offline")
+    async def work() -> FakeRun:
+        return current_run()  # type: ignore[no-any-return]
+
+    run = await work()
+    assert run.closed
+
+
+def test_decorator_adapter_validates_at_decoration_time() -> None:
+    with pytest.raises(ValueError, match="mode='sideways'"):
+        fake_init(mode="sideways")
+
+
+def test_decorator_adapter_under_task_runs_in_a_flyte_task() -> None:
+    @task
+    @fake_init(target="t", mode="offline")
+    def tracked(x: int) -> int:
+        run = current_run("wandb")
+        assert run is not None and not run.closed
+        return x + 1
+
+    assert tracked(x=1) == 2
+
+
+def test_decorator_adapter_above_task_says_which_order_to_use() -> None:
+    with pytest.raises(TypeError, match=r"(?s)put it below @task.*@task\n    @fake_init"):
+
+        @fake_init(mode="offline")
+        @task
+        def wrong(x: int) -> int:
+            return x
+
+
+def test_importing_the_package_imports_no_backend_and_not_flytekit() -> None:
+    import subprocess
+
+    code = (
+        "import sys, flyte_ctx_tracking\n"
+        "heavy = ('flytekit', 'wandb', 'comet_ml', 'neptune', 'memray', 'whylogs', 'pandas')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_public_name_resolves_and_is_documented() -> None:
+    import flyte_ctx_tracking
+
+    required = {
+        "wandb_session", "comet_session", "neptune_session", "memray_profile", "whylogs_profile",
+        "wandb_init", "comet_ml_login", "neptune_init_run", "memray_profiling", "current_run",
+        "WhylogsDatasetProfileTransformer", "WhylogsConstraintsRenderer", "WhylogsSummaryDriftRenderer",
+    }  # fmt: skip
+    assert required <= set(flyte_ctx_tracking.__all__)
+    for name in flyte_ctx_tracking.__all__:
+        value = getattr(flyte_ctx_tracking, name)
+        assert value.__doc__, name
