@@ -45,6 +45,7 @@ __all__ = [
     "TrackingSession",
     "TrackingWarning",
     "current_run",
+    "log_to_active_trackers",
     "tracking_root",
 ]
 
@@ -150,9 +151,27 @@ def current_run(kind: str | None = None) -> Any:
     return None
 
 
-def active_handles(kind: str) -> list[Any]:
-    """The open handles of one backend in this context, innermost first (``None`` handles skipped)."""
-    return [f.state.handle for f in reversed(_ACTIVE.get()) if f.session.kind == kind and f.state.handle is not None]
+def log_to_active_trackers(metrics: Mapping[str, float | int]) -> list[str]:
+    """Log ``metrics`` to the innermost active run of each tracking backend (W&B, Comet, Neptune).
+
+    Profilers use this to connect what they measured to the run the user is tracking. A tracker
+    that fails to log gets a warning; the caller never fails. Returns the kinds that were logged to.
+    """
+    done: list[str] = []
+    for frame in reversed(_ACTIVE.get()):
+        session = frame.session
+        if not isinstance(session, TrackingSession) or frame.state.handle is None or session.kind in done:
+            continue
+        done.append(session.kind)
+        try:
+            session._log_metrics(frame.state.handle, metrics)
+        except Exception as error:
+            warnings.warn(
+                f"{type(session).__name__}: could not log {sorted(metrics)}: {type(error).__name__}: {error}",
+                TrackingWarning,
+                stacklevel=2,
+            )
+    return done
 
 
 class Session(Generic[HandleT]):
@@ -411,6 +430,10 @@ class TrackingSession(Session[HandleT]):
 
     def _run_info(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> RunInfo:
         """Describe the run for the deck and the offline warning."""
+        raise NotImplementedError
+
+    def _log_metrics(self, handle: HandleT, metrics: Mapping[str, float | int]) -> None:
+        """Log flat ``{name: number}`` metrics to the run (used by :func:`log_to_active_trackers`)."""
         raise NotImplementedError
 
     def _deck(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:

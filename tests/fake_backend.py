@@ -70,6 +70,9 @@ class FakeSession(TrackingSession[FakeRun]):
         handle.failed = error is not None
         handle.error = error
 
+    def _log_metrics(self, handle: FakeRun, metrics: Any) -> None:
+        handle.log.append(dict(metrics))
+
     def _run_info(self, handle: FakeRun, plan: OpenPlan, error: BaseException | None) -> RunInfo:
         return RunInfo(
             backend=self.display_name,

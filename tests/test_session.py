@@ -396,3 +396,13 @@ def test_every_public_name_resolves_and_is_documented() -> None:
     for name in flyte_ctx_tracking.__all__:
         value = getattr(flyte_ctx_tracking, name)
         assert value.__doc__, name
+
+
+def test_profilers_log_to_the_innermost_active_tracker() -> None:
+    from flyte_ctx_tracking._session import log_to_active_trackers
+
+    assert log_to_active_trackers({"x": 1}) == []
+    with FakeSession("a", **OFFLINE) as outer, FakeSession("b", **OFFLINE) as inner:
+        assert log_to_active_trackers({"memray/join/peak_memory": 123}) == ["wandb"]
+    assert inner.log == [{"memray/join/peak_memory": 123}]
+    assert outer.log == []
