@@ -233,6 +233,14 @@ class Session(Generic[HandleT]):
         """``(title, html)`` of a deck to add after closing, or None."""
         return None
 
+    def _inactive_handle(self) -> HandleT | None:
+        """The handle the block gets when the session does not open (disabled, or opening failed).
+
+        None by default; a profiler returns an object that says it did not profile, so user code
+        reading its numbers after the block keeps running. It is never closed.
+        """
+        return None
+
     # ------------------------------------------------------------------ lifecycle
     @property
     def key(self) -> Hashable:
@@ -323,7 +331,7 @@ class Session(Generic[HandleT]):
     def _start(self) -> _OpenState:
         mode = self._effective_mode()
         if mode == "disabled":
-            return _OpenState(None, None)
+            return _OpenState(self._inactive_handle(), None)
         self._require_backend()
         context = execution_context()
         if self.tracks_runs and context.is_distributed and not context.is_rank_zero and not self.all_ranks:
@@ -361,7 +369,7 @@ class Session(Generic[HandleT]):
         except Exception as error:
             if plan.mode != "online":
                 self._backend_failure(f"could not start {self.display_name}; the block runs untracked", error, api_key)
-                return _OpenState(None, plan)
+                return _OpenState(self._inactive_handle(), None)
             self._backend_failure(f"could not start {self.display_name} online; trying offline", error, api_key)
             plan = OpenPlan(
                 mode="offline",
