@@ -23,6 +23,7 @@ import inspect
 import os
 import warnings
 from collections.abc import Awaitable, Callable, Hashable, Mapping
+from contextlib import AbstractContextManager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,7 @@ class RunInfo:
 class _OpenState:
     handle: Any
     plan: OpenPlan | None
+    scope: AbstractContextManager[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,15 @@ class Session(Generic[HandleT]):
 
         None by default; a profiler returns an object that says it did not profile, so user code
         reading its numbers after the block keeps running. It is never closed.
+        """
+        return None
+
+    def _handle_scope(self, handle: HandleT, plan: OpenPlan) -> AbstractContextManager[Any] | None:
+        """A context to hold open while the handle is active, or None (the default).
+
+        The core enters it once the handle opened and exits it just before closing the handle, in
+        the owner frame only (reused nested frames share it). A backend uses it to publish its
+        handle somewhere else for the block's duration, such as flytekit's current context.
         """
         return None
 
@@ -387,11 +398,32 @@ class Session(Generic[HandleT]):
                 return _OpenState(None, plan)
         if plan.fallback_reason is not None:
             self._warn_offline(handle, plan)
-        return _OpenState(handle, plan)
+        return _OpenState(handle, plan, self._enter_scope(handle, plan))
+
+    def _enter_scope(self, handle: HandleT, plan: OpenPlan) -> AbstractContextManager[Any] | None:
+        """Enter :meth:`_handle_scope`; a failure follows ``on_error`` (the handle itself still works)."""
+        try:
+            scope = self._handle_scope(handle, plan)
+            if scope is not None:
+                scope.__enter__()
+            return scope
+        except Exception as error:
+            if self.on_error == "raise":
+                with suppress(Exception):  # about to raise: leave no handle open behind
+                    self._close(handle, plan, None)
+            self._backend_failure(f"could not publish the {self.display_name} handle", error, plan.api_key)
+            return None
 
     def _finish(self, state: _OpenState, error: BaseException | None) -> None:
         if state.handle is None or state.plan is None:
             return
+        if state.scope is not None:
+            try:
+                state.scope.__exit__(None, None, None)
+            except Exception as scope_error:
+                # Only warned: the handle below must be closed whatever happens here.
+                what = f"could not unpublish the {self.display_name} handle"
+                self._backend_failure(what, scope_error, state.plan.api_key, may_raise=False)
         try:
             self._close(state.handle, state.plan, error)
         except Exception as close_error:
