@@ -231,8 +231,19 @@ class Session(Generic[HandleT]):
         """Close the handle; ``error`` is the user's exception when the block failed."""
         raise NotImplementedError
 
-    def _deck(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:
-        """``(title, html)`` of a deck to add after closing, or None."""
+    def _deck(
+        self, handle: HandleT, plan: OpenPlan, error: BaseException | None
+    ) -> tuple[str, str] | list[tuple[str, str]] | None:
+        """``(title, html)`` of a deck to add after closing, a list of them, or None."""
+        return None
+
+    def _verdict(self, handle: HandleT, plan: OpenPlan) -> None:
+        """Judge the block after the handle closed and its decks were written (the default judges nothing).
+
+        Called only when the block itself succeeded. Raising here fails the block on what the session
+        found (a profiler's failed data checks): the exception propagates as it is, since it is the
+        session's result, not a backend failure, so ``on_error`` does not apply.
+        """
         return None
 
     def _inactive_handle(self) -> HandleT | None:
@@ -436,9 +447,12 @@ class Session(Generic[HandleT]):
             if deck is not None:
                 from .decks import add_deck
 
-                add_deck(*deck)
+                for title, html in [deck] if isinstance(deck, tuple) else deck:
+                    add_deck(title, html)
         except Exception as deck_error:
             self._backend_failure(f"could not write the {self.display_name} deck", deck_error, state.plan.api_key)
+        if error is None:
+            self._verdict(state.handle, state.plan)
 
     def _backend_failure(self, what: str, error: BaseException, secret: str | None, *, may_raise: bool = True) -> None:
         """Apply ``on_error`` to a failure of the backend (never to the user's own exception).
