@@ -1,6 +1,476 @@
-"""The wandb integration (not implemented yet)."""
+"""Weights & Biases: ``wandb_session`` (a block, a function or a task) and the ``wandb_init`` decorator.
 
-from .._placeholder import not_implemented
+Only what is specific to W&B lives here; the lifecycle (reentrancy, threads, ``on_error``, mode,
+ranks, secrets, decks) is the session core's. What this module adds:
 
-wandb_session = not_implemented("wandb_session")
-wandb_init = not_implemented("wandb_init")
+* one independent ``wandb`` run per session (``reinit="create_new"``), finished through the run
+  object, so a different session nested inside opens its own run and never finishes the outer one;
+* credentials for this run only: the resolved key and ``api_host`` go into this run's
+  ``wandb.Settings``; nothing calls ``wandb.login``, nothing writes ``~/.netrc``, and the process-wide
+  session credentials W&B sets while opening an online run are put back as they were;
+* the Flyte identity (pod name as run id, a node's retries in one group) and metadata (``flyte``
+  config entry, execution URL at the head of the notes, execution project and domain as tags).
+
+``wandb`` is imported only when a run opens: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shlex
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._decorator import SessionDecorator
+from .._secrets import SecretSpec, describe_secret
+from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession
+
+if TYPE_CHECKING:
+    from wandb.sdk.wandb_run import Run
+
+__all__ = ["WandbSession", "wandb_init", "wandb_session"]
+
+DEFAULT_HOST = "https://wandb.ai"
+DEFAULT_API_HOST = "https://api.wandb.ai"
+WANDB_EXECUTION_TYPE_VALUE = "wandb-execution-id"
+WANDB_CUSTOM_TYPE_VALUE = "wandb-custom-id"
+
+# What W&B itself rejects (wandb.Settings validators), checked here so that bad input fails when
+# the session is built, without importing wandb.
+_RUN_ID_RESERVED = ":;,#?/'"
+_PROJECT_RESERVED = "/\\#?%:"
+_MAX_PROJECT = 128
+_MAX_TAG = 64
+# Arguments this module sets itself; the user's values are merged in, not passed twice.
+_MERGED = ("config", "tags", "notes", "group", "settings", "reinit", "mode", "dir", "id", "project", "entity")
+
+
+def _check_run_id(owner: str, run_id: object) -> None:
+    if run_id is None:
+        return
+    if not isinstance(run_id, str):
+        raise TypeError(f"{owner}: id={run_id!r} is not accepted; pass the run id as a str, or None")
+    if not run_id.strip() or run_id != run_id.strip():
+        raise ValueError(
+            f"{owner}: id={run_id!r} is not a valid W&B run id; it must be non-empty, without surrounding spaces"
+        )
+    bad = sorted({char for char in run_id if char in _RUN_ID_RESERVED})
+    if bad:
+        raise ValueError(
+            f"{owner}: id={run_id!r} is not a valid W&B run id: it contains {''.join(bad)!r}; "
+            f"W&B run ids may use any characters except {_RUN_ID_RESERVED!r}"
+        )
+
+
+def _check_project(owner: str, project: object) -> None:
+    if project is None:
+        return
+    if not isinstance(project, str):
+        raise TypeError(f"{owner}: project={project!r} is not accepted; pass the project name as a str, or None")
+    bad = sorted({char for char in project if char in _PROJECT_RESERVED})
+    if bad or len(project) > _MAX_PROJECT or not project:
+        raise ValueError(
+            f"{owner}: project={project!r} is not a valid W&B project name; it must be 1 to {_MAX_PROJECT} "
+            f"characters, none of {_PROJECT_RESERVED!r}"
+        )
+
+
+def _check_str(owner: str, name: str, value: object, *, optional: bool = True) -> None:
+    if (value is None and optional) or isinstance(value, str):
+        return
+    raise TypeError(f"{owner}: {name}={value!r} is not accepted; pass a str{' or None' if optional else ''}")
+
+
+def _nested(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """``{"flyte/task/name": v}`` as ``{"task": {"name": v}}``: how W&B shows nested config."""
+    tree: dict[str, Any] = {}
+    for key, value in metadata.items():
+        parts = key.split("/")[1:] if key.startswith("flyte/") else [key]
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            node = child if isinstance(child, dict) else node
+        node[parts[-1]] = value
+    return tree
+
+
+def _exit_code(error: BaseException | None) -> int:
+    if error is None:
+        return 0
+    if isinstance(error, SystemExit) and isinstance(error.code, int):
+        return error.code or 1  # the block failed: never report success for an exception
+    return 1
+
+
+class WandbSession(TrackingSession["Run"]):
+    """A W&B run around a block, a function or a task; see :func:`wandb_session`."""
+
+    kind = "wandb"
+    display_name = "Weights & Biases"
+    backend_module = "wandb"
+    extra = "wandb"
+
+    def __init__(
+        self,
+        project: str | None = None,
+        entity: str | None = None,
+        secret: SecretSpec = None,
+        id: str | None = None,  # wandb.init's and flytekitplugins-wandb's name
+        host: str = DEFAULT_HOST,
+        api_host: str = DEFAULT_API_HOST,
+        *,
+        mode: Mode = "auto",
+        on_error: OnError = "warn",
+        all_ranks: bool = False,
+        **init_kwargs: Any,
+    ) -> None:
+        owner = "wandb_session"
+        _check_project(owner, project)
+        _check_str(owner, "entity", entity)
+        _check_run_id(owner, id)
+        _check_str(owner, "host", host, optional=False)
+        _check_str(owner, "api_host", api_host, optional=False)
+        for name in ("id", "project", "entity"):
+            if name in init_kwargs:  # only reachable through **{...}: the named parameters take them
+                raise TypeError(f"{owner}: {name} was given twice")
+        directory = init_kwargs.pop("dir", None)
+        if directory is not None and not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(
+                f"{owner}: dir={directory!r} is not accepted; pass a path (str or os.PathLike). "
+                "(@wandb_init also accepts a FlyteDirectory or the name of a task parameter holding one.)"
+            )
+        _check_str(owner, "group", init_kwargs.get("group"))
+        _check_str(owner, "notes", init_kwargs.get("notes"))
+        tags = init_kwargs.get("tags")
+        if tags is not None and (isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags)):
+            raise TypeError(f"{owner}: tags={tags!r} is not accepted; pass a list of str")
+        super().__init__(mode=mode, on_error=on_error, secret=secret, directory=directory, all_ranks=all_ranks)
+        self.project = project
+        self.entity = entity
+        self.id = id
+        self.host = host
+        self.api_host = api_host
+        self.init_kwargs: dict[str, Any] = init_kwargs
+
+    def __repr__(self) -> str:
+        return (
+            f"wandb_session(project={self.project!r}, entity={self.entity!r}, id={self.id!r}, "
+            f"mode={self.mode!r}, secret={describe_secret(self.secret)})"
+        )
+
+    # ------------------------------------------------------------------ core hooks
+    def _reuse_key(self) -> Hashable:
+        return (self.api_host, self.entity, self.project, self.id)
+
+    def _ambient_credentials(self) -> bool:
+        if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+            return True
+        user_settings = self.init_kwargs.get("settings")
+        if isinstance(user_settings, Mapping) and user_settings.get("api_key"):
+            return True
+        if getattr(user_settings, "api_key", None):
+            return True
+        try:
+            from wandb.sdk.lib.wbauth import wbnetrc
+
+            return wbnetrc.read_netrc_auth(host=self.api_host) is not None
+        except Exception:  # no readable netrc, or wandb moved it: no saved login we can see
+            return False
+
+    def _open(self, plan: OpenPlan) -> Run:
+        import wandb
+
+        context = plan.context
+        kwargs = {key: value for key, value in self.init_kwargs.items() if key not in _MERGED}
+
+        run_id = self.id
+        if run_id is not None and self.all_ranks and context.is_distributed:
+            run_id = f"{run_id}-rank{context.rank}"  # the user's id, still distinct by rank
+        run_id = run_id or plan.run_id
+
+        metadata = _nested(context.flyte_metadata())
+        user_config = self.init_kwargs.get("config")
+        config: Any = user_config
+        late_config: dict[str, Any] | None = None
+        if metadata:
+            if user_config is None:
+                config = {"flyte": metadata}
+            elif isinstance(user_config, Mapping) and "config_include_keys" not in kwargs:
+                config = dict(user_config) if "flyte" in user_config else {**user_config, "flyte": metadata}
+            else:  # a YAML path, argparse namespace...: W&B reads it, the Flyte entry follows
+                late_config = {"flyte": metadata}
+
+        notes = self.init_kwargs.get("notes")
+        if context.execution_url:
+            link = f"[Execution URL]({context.execution_url})"
+            notes = f"{link}\n{notes}" if notes else link
+
+        tags = list(self.init_kwargs.get("tags") or ())
+        for tag in (context.execution_project, context.execution_domain):
+            if tag and len(tag) <= _MAX_TAG and tag not in tags:
+                tags.append(tag)
+
+        # Default data directory: the core's `<root>/wandb`; W&B appends `wandb/` to `dir` itself.
+        root_dir = plan.directory if self.directory is not None else plan.directory.parent
+
+        settings = wandb.Settings(base_url=self.api_host)
+        if self.host.rstrip("/") != DEFAULT_HOST:
+            settings.app_url_override = self.host
+        user_settings = self.init_kwargs.get("settings")
+        if user_settings is not None:
+            settings.update_from_settings(
+                user_settings if isinstance(user_settings, wandb.Settings) else wandb.Settings(**dict(user_settings))
+            )
+        if plan.mode == "online" and plan.api_key and not settings.api_key:
+            settings.api_key = plan.api_key  # this run's settings only; offline runs never get the key
+
+        saved_auth = _session_auth()
+        try:
+            run = wandb.init(
+                project=self.project,
+                entity=self.entity,
+                id=run_id,
+                dir=str(root_dir),
+                group=self.init_kwargs.get("group") or plan.group,
+                config=config,
+                notes=notes,
+                tags=tags or None,
+                mode=plan.mode,  # type: ignore[arg-type]
+                reinit=self.init_kwargs.get("reinit", "create_new"),
+                settings=settings,
+                **kwargs,
+            )
+        finally:
+            _restore_session_auth(saved_auth)
+        if late_config:
+            run.config.update(late_config, allow_val_change=True)
+        _make_global_if_free(run)
+        return run
+
+    def _close(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> None:
+        handle.finish(exit_code=_exit_code(error))
+
+    def _log_metrics(self, handle: Run, metrics: Mapping[str, float | int]) -> None:
+        handle.log(dict(metrics))
+
+    def _run_info(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> RunInfo:
+        offline = plan.mode == "offline"
+        sync_dir = str(handle.settings.sync_dir) if offline else None
+        return RunInfo(
+            backend=self.display_name,
+            fields={
+                "run id": handle.id,
+                "name": handle.name or None,
+                "project": handle.project or self.project,
+                "entity": handle.entity or self.entity,
+                "group": handle.group or None,
+                "mode": plan.mode,
+            },
+            url=None if offline else handle.url,
+            local_path=sync_dir,
+            sync_command=f"wandb sync {shlex.quote(sync_dir)}" if sync_dir else None,
+            failed=error is not None,
+        )
+
+
+def _session_auth() -> Any:
+    """W&B's process-wide session credentials, to put back after opening a run (None if unknown)."""
+    try:
+        from wandb.sdk.lib.wbauth import authenticate
+
+        return (True, authenticate._session_auth)
+    except Exception:  # wandb changed its internals: nothing we can restore
+        return (False, None)
+
+
+def _restore_session_auth(saved: tuple[bool, Any]) -> None:
+    """Undo what ``wandb.init(settings=Settings(api_key=...))`` leaves in the process: no global login."""
+    known, previous = saved
+    if not known:
+        return
+    try:
+        from wandb.sdk.lib.wbauth import authenticate
+
+        with authenticate._session_auth_lock:
+            if authenticate._session_auth is not previous:
+                authenticate._locked_set_session_auth(previous)
+    except Exception:  # wandb changed its internals: the run itself is unaffected
+        return
+
+
+def _make_global_if_free(run: Run) -> None:
+    """Make ``run`` the global ``wandb.run`` (so ``wandb.log`` and W&B's callbacks work, as with
+    flytekitplugins-wandb) unless another run already is; ``run.finish()`` clears it again."""
+    try:
+        import wandb
+        from wandb.sdk.wandb_init import _set_global_run
+
+        if wandb.run is None:
+            _set_global_run(run)
+    except Exception:  # wandb changed its internals: the yielded run and current_run still work
+        return
+
+
+def wandb_session(
+    project: str | None = None,
+    entity: str | None = None,
+    secret: SecretSpec = None,
+    id: str | None = None,  # wandb.init's and flytekitplugins-wandb's name
+    host: str = DEFAULT_HOST,
+    api_host: str = DEFAULT_API_HOST,
+    *,
+    mode: Mode = "auto",
+    on_error: OnError = "warn",
+    all_ranks: bool = False,
+    **init_kwargs: Any,
+) -> WandbSession:
+    """A W&B run around a block (``with``/``async with``), a function or a task (as a decorator).
+
+    ``with wandb_session(...) as run`` yields the real ``wandb`` Run; inside, ``current_run("wandb")``
+    returns it. The run finishes when the block ends: exit code 0 on success, non-zero when the block
+    raised (the exception then propagates unchanged).
+
+    Args:
+        project: the W&B project; None lets W&B choose (``WANDB_PROJECT`` or "uncategorized").
+        entity: the user or team; None uses the key's default entity.
+        secret: a flytekit ``Secret`` holding the API key, or a callable returning it. Without one,
+            ``WANDB_API_KEY`` or a saved ``wandb login`` are used; with none of them the run is offline.
+        id: the run id. Default: the pod name in Flyte runs (as flytekitplugins-wandb, so console links
+            keep working), a fresh id locally. W&B rejects ids containing any of ``:;,#?/'``.
+        host: the W&B app URL (for links).
+        api_host: the W&B API URL the key authenticates against.
+        mode: ``"auto"`` (online with a key, else offline with one warning), ``"online"``,
+            ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE`` overrides it.
+        on_error: what a failure of W&B itself does: ``"warn"`` (the block runs on) or ``"raise"``.
+        all_ranks: in distributed training, give every rank its own run (ids distinct by rank, one
+            group) instead of tracking on rank 0 only.
+        **init_kwargs: passed to ``wandb.init`` (``config``, ``tags``, ``notes``, ``group``, ``dir``,
+            ``name``, ``job_type``, ``settings``...). ``config``, ``notes`` and ``tags`` are kept and
+            extended with the Flyte metadata; ``group`` wins over the node's default group.
+
+    Raises:
+        ValueError: an invalid run id or project name, an unknown ``mode`` or ``on_error``.
+        TypeError: a secret, path or tag of the wrong type.
+    """
+    return WandbSession(
+        project,
+        entity,
+        secret,
+        id,
+        host,
+        api_host,
+        mode=mode,
+        on_error=on_error,
+        all_ranks=all_ranks,
+        **init_kwargs,
+    )
+
+
+class wandb_init(SessionDecorator):  # lowercase: the name flytekitplugins-wandb users import
+    """The decorator shortcut: ``@wandb_init(project=..., entity=..., secret=...)`` below ``@task``.
+
+    Same parameters, in the same order, as flytekitplugins-wandb's ``wandb_init``, so migrating is an
+    import change; unlike it, ``project``, ``entity`` and ``secret`` are optional (runs go offline
+    without a key). Every call of the task runs inside a :func:`wandb_session`. ``dir`` may be a
+    path, a ``FlyteDirectory``, or the name of a task parameter holding either.
+    """
+
+    decorator_name = "wandb_init"
+    WANDB_PROJECT_KEY = "project"
+    WANDB_ENTITY_KEY = "entity"
+    WANDB_ID_KEY = "id"
+    WANDB_HOST_KEY = "host"
+
+    def __init__(
+        self,
+        task_function: Callable[..., Any] | None = None,
+        project: str | None = None,
+        entity: str | None = None,
+        secret: SecretSpec = None,
+        id: str | None = None,  # flytekitplugins-wandb's name
+        host: str = DEFAULT_HOST,
+        api_host: str = DEFAULT_API_HOST,
+        **init_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            task_function,
+            project=project,
+            entity=entity,
+            secret=secret,
+            id=id,
+            host=host,
+            api_host=api_host,
+            **init_kwargs,
+        )
+
+    def _make_session(self, **kwargs: Any) -> WandbSession:
+        directory = kwargs.get("dir")
+        # A FlyteDirectory, or a str that may name a task parameter, is resolved per call.
+        # (A FlyteDirectory is os.PathLike too, but reading its path downloads it: not at import time.)
+        self._dynamic_dir = isinstance(directory, str) or callable(getattr(directory, "download", None))
+        if self._dynamic_dir:
+            kwargs = {key: value for key, value in kwargs.items() if key != "dir"}
+        elif directory is not None and not isinstance(directory, os.PathLike):
+            raise TypeError(
+                f"wandb_init: dir={directory!r} is not accepted; pass a path, a FlyteDirectory, "
+                "or the name of a task parameter holding one"
+            )
+        self._dir_spec = directory
+        return WandbSession(**kwargs)
+
+    def _session_for_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> WandbSession:
+        session: WandbSession = self.session  # type: ignore[assignment]
+        if not self._dynamic_dir:
+            return session
+        value: Any = self._dir_spec
+        if isinstance(value, str):
+            bound = _bind(self.task_function, args, kwargs)
+            value = bound.get(value, value)  # a parameter's value, else the str is a path
+            if value is None:  # an optional parameter left out: the default directory
+                return session
+        if callable(getattr(value, "download", None)):
+            value = value.download()
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(
+                f"wandb_init: dir={self._dir_spec!r} gave {type(value).__name__}; expected a path or a FlyteDirectory"
+            )
+        return WandbSession(
+            session.project,
+            session.entity,
+            session.secret,
+            session.id,
+            session.host,
+            session.api_host,
+            mode=session.mode,
+            on_error=session.on_error,
+            all_ranks=session.all_ranks,
+            dir=Path(value),
+            **session.init_kwargs,
+        )
+
+    def get_extra_config(self) -> dict[str, str]:
+        """What flytekitplugins-wandb attaches to the task, so Flyte console W&B links keep working."""
+        session: WandbSession = self.session  # type: ignore[assignment]
+        config: dict[str, str] = {self.WANDB_HOST_KEY: session.host}
+        if session.project is not None:  # optional here, unlike in flytekitplugins-wandb
+            config[self.WANDB_PROJECT_KEY] = session.project
+        if session.entity is not None:
+            config[self.WANDB_ENTITY_KEY] = session.entity
+        if session.id is None:
+            config[self.LINK_TYPE_KEY] = WANDB_EXECUTION_TYPE_VALUE
+        else:
+            config[self.WANDB_ID_KEY] = session.id
+            config[self.LINK_TYPE_KEY] = WANDB_CUSTOM_TYPE_VALUE
+        return config
+
+
+def _bind(function: Callable[..., Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by parameter name (flytekit passes task inputs as keywords)."""
+    if function is None:
+        return dict(kwargs)
+    try:
+        return dict(inspect.signature(function).bind_partial(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        return dict(kwargs)
