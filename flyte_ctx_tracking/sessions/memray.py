@@ -1,6 +1,441 @@
-"""The memray integration (not implemented yet)."""
+"""memray: profile the memory of just the hot section of a task (or the whole task), with the
+report rendered in this process into a Flyte Deck and the numbers on the handle::
 
-from .._placeholder import not_implemented
+    with memray_profile("join", memray_html_reporter="table") as prof:
+        out = df.merge(lookup, on="id")
+    print(prof.peak_memory, prof.total_allocations, prof.top_sites[:3])
 
-memray_profile = not_implemented("memray_profile")
-memray_profiling = not_implemented("memray_profiling")
+memray allows one tracker per process, so a ``memray_profile`` entered inside an active one joins
+the outer capture: it gets the outer handle, whose numbers are filled when the outer block ends.
+A tracker started by someone else (pytest-memray, ``memray run``, a ``memray.Tracker`` of your
+own) makes the section run unprofiled, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from .._decorator import SessionDecorator
+from .._session import OnError, OpenPlan, Session, TrackingWarning, log_to_active_trackers
+from ..decks.memray import (
+    HTML_REPORTERS,
+    Report,
+    ReportOptions,
+    error_report_html,
+    memray_deck_html,
+    parse_reporter_args,
+    render_report,
+)
+
+__all__ = [
+    "DEFAULT_MAX_REPORT_BYTES",
+    "MAX_DECKS_PER_SECTION",
+    "MAX_DECKS_PER_TASK",
+    "AllocationSite",
+    "MemrayCapture",
+    "memray_profile",
+    "memray_profiling",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_DECKS_PER_SECTION = 3
+"""Captures of one section name that get a deck in one task; later ones keep only their numbers."""
+MAX_DECKS_PER_TASK = 10
+"""memray decks one task shows at most, whatever the section names."""
+DEFAULT_MAX_REPORT_BYTES = 20_000_000
+"""A report larger than this degrades (temporal flame graph -> flame graph -> table -> summary)."""
+TOP_SITES = 10
+"""How many allocation sites a handle keeps."""
+
+_DECK_PREFIX = "Memray: "
+_FOREIGN_TRACKER = "No more than one Tracker instance can be active"
+
+
+@dataclass(frozen=True)
+class AllocationSite:
+    """Where memory alive at the peak was allocated: the innermost frame, its bytes and allocations."""
+
+    location: str
+    """``"function at file:line"``, as memray's table shows it."""
+    bytes: int
+    """Bytes allocated there and still alive at the peak."""
+    count: int
+    """How many allocations those bytes came from."""
+
+
+class MemrayCapture:
+    """The handle of a ``memray_profile`` block. The numbers are filled when the block ends.
+
+    Attributes:
+        name: the section's name (the deck is titled ``"Memray: <name>"``).
+        path: the capture file (under ``$FLYTE_CTX_TRACKING_DIR/memray``), or None when unprofiled.
+        profiled: False when the section ran unprofiled (another tracker was active, the session
+            was disabled, or memray could not start); the numbers then stay None.
+        peak_memory: the peak of memory allocated during the capture, in bytes.
+        total_allocations: how many allocations the capture recorded.
+        top_sites: the allocation sites holding the most memory at the peak, largest first.
+        failed: True when the block raised; ``error_type`` names the exception.
+        deck_title: the deck this capture got, or None (decks off, outside a task, or the bound on
+            decks per task was reached).
+        report_kind: what ``html`` holds: ``"flamegraph"``, ``"temporal_flamegraph"``,
+            ``"table"``, ``"summary"`` (the report was too large), ``"error"`` (rendering failed).
+        report_notes: why the report is not the one asked for, and other remarks.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        path: Path | None = None,
+        options: ReportOptions | None = None,
+        max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES,
+        profiled: bool = True,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.profiled = profiled
+        self.closed = False
+        self.peak_memory: int | None = None
+        self.total_allocations: int | None = None
+        self.top_sites: tuple[AllocationSite, ...] = ()
+        self.failed = False
+        self.error_type: str | None = None
+        self.deck_title: str | None = None
+        self.report_kind: str | None = None
+        self.report_notes: list[str] = []
+        self.render_error: str | None = None
+        self._options = options or ReportOptions()
+        self._max_report_bytes = max_report_bytes
+        self._report: Report | None = None
+        self._tracker: Any = None
+
+    @property
+    def reporter(self) -> str:
+        """The memray reporter asked for: ``"flamegraph"`` or ``"table"``."""
+        return self._options.reporter
+
+    @property
+    def html(self) -> str | None:
+        """The self-contained HTML report (no external URLs), rendered on first use after the block.
+
+        None while the block runs and when the section was not profiled. A report that cannot be
+        rendered gives a page that says why (and a warning), never an exception.
+        """
+        if not self.profiled or not self.closed or self.path is None:
+            return None
+        return self._render().html
+
+    def _render(self) -> Report:
+        if self._report is None:
+            assert self.path is not None
+            try:
+                report = render_report(
+                    self.path,
+                    self._options,
+                    max_bytes=self._max_report_bytes,
+                    summary=(self.name, self.peak_memory, self.total_allocations, self._site_tuples()),
+                )
+            except Exception as error:
+                what = f"{type(error).__name__}: {error}"
+                self.render_error = what
+                warnings.warn(
+                    f"memray_profile {self.name!r}: the report could not be rendered ({what}); the task runs on",
+                    TrackingWarning,
+                    stacklevel=3,
+                )
+                report = Report(error_report_html(self.name, what), "error", [])
+            self._report = report
+            self.report_kind = report.kind
+            self.report_notes.extend(report.notes)
+        return self._report
+
+    def _site_tuples(self) -> list[tuple[str, int, int]]:
+        return [(site.location, site.bytes, site.count) for site in self.top_sites]
+
+    def __repr__(self) -> str:
+        if not self.profiled:
+            return f"MemrayCapture(name={self.name!r}, profiled=False)"
+        return (
+            f"MemrayCapture(name={self.name!r}, peak_memory={self.peak_memory}, "
+            f"total_allocations={self.total_allocations}, path={os.fspath(self.path) if self.path else None!r})"
+        )
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"memray_profile: {name} must be True or False, not {value!r}")
+    return value
+
+
+def _caller_name(depth: int) -> str:
+    """The name of the function that created the session, for a section without a name."""
+    try:
+        name = sys._getframe(depth).f_code.co_name
+    except ValueError:
+        return "profile"
+    return name if name.isidentifier() else "profile"
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:60] or "profile"
+
+
+def _top_sites(reader: Any, native: bool, limit: int) -> tuple[AllocationSite, ...]:
+    """Group what is alive at the peak by its innermost frame, as memray's table does."""
+    totals: dict[str, list[int]] = {}
+    for record in reader.get_high_watermark_allocation_records(merge_threads=True):
+        frames = record.hybrid_stack_trace(max_stacks=1) if native else record.stack_trace(max_stacks=1)
+        if frames:
+            function, filename, line = frames[0]
+            location = f"{function} at {filename}:{line}"
+        else:
+            location = "???"
+        entry = totals.setdefault(location, [0, 0])
+        entry[0] += record.size
+        entry[1] += record.n_allocations
+    ranked = sorted(totals.items(), key=lambda item: item[1][0], reverse=True)[:limit]
+    return tuple(AllocationSite(location, size, count) for location, (size, count) in ranked)
+
+
+class memray_profile(Session[MemrayCapture]):
+    """Profile the memory of a block (``with``/``async with``) or of every call of a function.
+
+    Args:
+        name: the section's name: deck title ``"Memray: <name>"`` and metric names. Default: the
+            decorated function's name, else the name of the function that created the session.
+        native_traces: capture native (C/C++) frames too.
+        trace_python_allocators: trace pymalloc allocations individually (slower, more detail).
+        follow_fork: keep tracking in forked children.
+        memory_interval_ms: how often memray samples the resident set size (the memory graph).
+        memray_html_reporter: ``"flamegraph"`` or ``"table"``.
+        memray_reporter_args: options of that memray reporter, e.g. ``["--leaks"]``; checked now
+            against the options the installed memray's reporter accepts.
+        deck: add a deck ``"Memray: <name>"`` when the task has decks on. At most
+            ``MAX_DECKS_PER_SECTION`` (3) captures of one name and ``MAX_DECKS_PER_TASK`` (10) in all
+            get a deck per task; every handle keeps its numbers.
+        log_to_trackers: log ``memray/<name>/peak_memory_bytes`` and
+            ``memray/<name>/total_allocations`` to the active W&B, Comet or Neptune run, if any.
+        max_report_bytes: the largest report to embed; a larger one degrades and says so.
+        on_error: ``"warn"`` (default) or ``"raise"`` when memray itself fails (or another
+            tracker is active).
+        directory: where capture files go; default ``$FLYTE_CTX_TRACKING_DIR/memray``.
+    """
+
+    kind: ClassVar[str] = "memray"
+    display_name: ClassVar[str] = "memray"
+    backend_module: ClassVar[str] = "memray"
+    extra: ClassVar[str] = "memray"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        native_traces: bool = False,
+        trace_python_allocators: bool = False,
+        follow_fork: bool = False,
+        memory_interval_ms: int = 10,
+        memray_html_reporter: str = "flamegraph",
+        memray_reporter_args: Sequence[str] | None = None,
+        deck: bool = True,
+        log_to_trackers: bool = True,
+        max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES,
+        on_error: OnError = "warn",
+        directory: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(on_error=on_error, directory=directory)
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise TypeError(f"memray_profile: name must be a non-empty string or None, not {name!r}")
+        self._named = name is not None
+        self.name: str = name if name is not None else _caller_name(2)
+        self.native_traces = _check_bool("native_traces", native_traces)
+        self.trace_python_allocators = _check_bool("trace_python_allocators", trace_python_allocators)
+        self.follow_fork = _check_bool("follow_fork", follow_fork)
+        self.deck = _check_bool("deck", deck)
+        self.log_to_trackers = _check_bool("log_to_trackers", log_to_trackers)
+        if isinstance(memory_interval_ms, bool) or not isinstance(memory_interval_ms, int) or memory_interval_ms < 1:
+            raise ValueError(
+                f"memray_profile: memory_interval_ms must be a positive integer, not {memory_interval_ms!r}"
+            )
+        self.memory_interval_ms = memory_interval_ms
+        if isinstance(max_report_bytes, bool) or not isinstance(max_report_bytes, int) or max_report_bytes < 1:
+            raise ValueError(f"memray_profile: max_report_bytes must be a positive integer, not {max_report_bytes!r}")
+        self.max_report_bytes = max_report_bytes
+        if memray_html_reporter not in HTML_REPORTERS:
+            raise ValueError(
+                f"{memray_html_reporter} is not a supported html reporter. Supported: 'flamegraph', 'table'."
+            )
+        self.options = parse_reporter_args(memray_html_reporter, memray_reporter_args)
+        self._settings: dict[str, Any] = {
+            "native_traces": native_traces,
+            "trace_python_allocators": trace_python_allocators,
+            "follow_fork": follow_fork,
+            "memory_interval_ms": memory_interval_ms,
+            "memray_html_reporter": memray_html_reporter,
+            "memray_reporter_args": memray_reporter_args,
+            "deck": deck,
+            "log_to_trackers": log_to_trackers,
+            "max_report_bytes": max_report_bytes,
+            "on_error": on_error,
+            "directory": directory,
+        }
+
+    def __call__(self, func: F) -> F:
+        """Profile every call of ``func``; an unnamed session takes the function's name."""
+        if self._named:
+            return super().__call__(func)
+        named = type(self)(getattr(func, "__name__", "profile"), **self._settings)
+        return Session.__call__(named, func)
+
+    def __repr__(self) -> str:
+        return f"memray_profile({self.name!r}, reporter={self.options.reporter!r}, args={list(self.options.args)!r})"
+
+    # ------------------------------------------------------------------ backend hooks
+    def _reuse_key(self) -> Hashable:
+        # memray allows one tracker per process: every memray_profile shares one key, so a nested
+        # one joins the capture that is already running.
+        return "tracker"
+
+    def _inactive_handle(self) -> MemrayCapture:
+        return MemrayCapture(self.name, options=self.options, profiled=False)
+
+    def _open(self, plan: OpenPlan) -> MemrayCapture:
+        import memray
+
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        path = plan.directory / f"{_file_stem(self.name)}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin"
+        tracker = memray.Tracker(
+            os.fspath(path),
+            native_traces=self.native_traces,
+            trace_python_allocators=self.trace_python_allocators,
+            follow_fork=self.follow_fork,
+            memory_interval_ms=self.memory_interval_ms,
+        )
+        try:
+            tracker.__enter__()
+        except BaseException as error:
+            path.unlink(missing_ok=True)  # memray may have created it before refusing to start
+            if not isinstance(error, RuntimeError) or _FOREIGN_TRACKER not in str(error):
+                raise
+            raise RuntimeError(
+                f"section {self.name!r} runs unprofiled: another memray tracker is already active in this "
+                "process (pytest-memray, `memray run`, a memray.Tracker of your own, or a memray_profile in "
+                "another thread), and memray allows only one at a time"
+            ) from error
+        capture = MemrayCapture(self.name, path=path, options=self.options, max_report_bytes=self.max_report_bytes)
+        capture._tracker = tracker
+        return capture
+
+    def _close(self, handle: MemrayCapture, plan: OpenPlan, error: BaseException | None) -> None:
+        tracker, handle._tracker = handle._tracker, None
+        handle.failed = error is not None
+        handle.error_type = type(error).__name__ if error is not None else None
+        try:
+            tracker.__exit__(None, None, None)
+        finally:
+            handle.closed = True
+        from memray import FileReader
+
+        assert handle.path is not None
+        with FileReader(os.fspath(handle.path)) as reader:
+            metadata = reader.metadata
+            handle.peak_memory = int(metadata.peak_memory)
+            handle.total_allocations = int(metadata.total_allocations)
+            handle.top_sites = _top_sites(reader, bool(metadata.has_native_traces), TOP_SITES)
+        if self.log_to_trackers:
+            log_to_active_trackers(
+                {
+                    f"memray/{handle.name}/peak_memory_bytes": int(metadata.peak_memory),
+                    f"memray/{handle.name}/total_allocations": int(metadata.total_allocations),
+                }
+            )
+
+    def _deck(self, handle: MemrayCapture, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:
+        if not self.deck:
+            return None
+        from ..decks import decks_enabled
+        from ..decks.memray import next_deck_title
+
+        if not decks_enabled():
+            return None
+        title, last = next_deck_title(
+            _DECK_PREFIX + handle.name, per_section=MAX_DECKS_PER_SECTION, per_task=MAX_DECKS_PER_TASK
+        )
+        if title is None:
+            handle.report_notes.append(
+                f"no deck: this task already shows {MAX_DECKS_PER_SECTION} memray decks for {handle.name!r} "
+                f"or {MAX_DECKS_PER_TASK} in all"
+            )
+            return None
+        report = handle._render() if handle.path is not None and handle.closed else None
+        if report is None:  # closing failed before the capture could be read: say so, don't fail
+            what = "the capture could not be read"
+            handle.render_error = what
+            report = Report(error_report_html(handle.name, what), "error", [])
+        if last:
+            report.notes.append(
+                "later captures of this section (or of any section, past the per-task bound) get no deck; "
+                "their handles still have the numbers"
+            )
+        handle.deck_title = title
+        html = memray_deck_html(
+            name=handle.name,
+            peak=handle.peak_memory,
+            total=handle.total_allocations,
+            capture=os.fspath(handle.path) if handle.path is not None else None,
+            sites=handle._site_tuples(),
+            report=report,
+            failure=handle.render_error,
+            error_type=handle.error_type,
+        )
+        return title, html
+
+
+class memray_profiling(SessionDecorator):
+    """Profile the memory of a whole task: ``@task(enable_deck=True)`` above ``@memray_profiling(...)``.
+
+    Same parameters as the flytekit plugin, checked when the decorator is applied; the extra
+    keyword-only ones are those of :class:`memray_profile` (``name`` defaults to the function's).
+    """
+
+    decorator_name: ClassVar[str] = "memray_profiling"
+
+    def __init__(
+        self,
+        task_function: Callable[..., Any] | None = None,
+        native_traces: bool = False,
+        trace_python_allocators: bool = False,
+        follow_fork: bool = False,
+        memory_interval_ms: int = 10,
+        memray_html_reporter: str = "flamegraph",
+        memray_reporter_args: Sequence[str] | None = None,
+        **options: Any,
+    ) -> None:
+        self._function_name = getattr(task_function, "__name__", None)
+        super().__init__(
+            task_function,
+            native_traces=native_traces,
+            trace_python_allocators=trace_python_allocators,
+            follow_fork=follow_fork,
+            memory_interval_ms=memory_interval_ms,
+            memray_html_reporter=memray_html_reporter,
+            memray_reporter_args=memray_reporter_args,
+            **options,
+        )
+
+    def _make_session(self, **kwargs: Any) -> memray_profile:
+        name = kwargs.pop("name", None) or self._function_name or "task"
+        return memray_profile(name, **kwargs)
+
+    def get_extra_config(self) -> dict[str, str]:
+        """memray adds no console link."""
+        return {}
