@@ -32,8 +32,10 @@ _LAZY: dict[str, str] = {
     "wandb_init": ".sessions.wandb",
     "comet_session": ".sessions.comet",
     "comet_ml_login": ".sessions.comet",
+    "_comet_ml_login_class": ".sessions.comet",
     "neptune_session": ".sessions.neptune",
     "neptune_init_run": ".sessions.neptune",
+    "_neptune_init_run_class": ".sessions.neptune",
     "memray_profile": ".sessions.memray",
     "memray_profiling": ".sessions.memray",
     "whylogs_profile": ".sessions.whylogs",
@@ -52,6 +54,8 @@ __all__ = [
     "WhylogsConstraintsRenderer",
     "WhylogsDatasetProfileTransformer",
     "WhylogsSummaryDriftRenderer",
+    "_comet_ml_login_class",
+    "_neptune_init_run_class",
     "add_deck",
     "comet_ml_login",
     "comet_session",
@@ -79,9 +83,9 @@ if TYPE_CHECKING:
         tracking_root,
     )
     from .decks import add_deck
-    from .sessions.comet import comet_ml_login, comet_session
+    from .sessions.comet import _comet_ml_login_class, comet_ml_login, comet_session
     from .sessions.memray import memray_profile, memray_profiling
-    from .sessions.neptune import neptune_init_run, neptune_session
+    from .sessions.neptune import _neptune_init_run_class, neptune_init_run, neptune_session
     from .sessions.wandb import wandb_init, wandb_session
     from .sessions.whylogs import (
         WhylogsConstraintsRenderer,
