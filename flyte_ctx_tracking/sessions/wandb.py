@@ -19,6 +19,8 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
+import struct
+import time
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -250,7 +252,13 @@ class WandbSession(TrackingSession["Run"]):
         return run
 
     def _close(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> None:
+        settings = handle.settings
+        sync_file = None if getattr(settings, "x_skip_transaction_log", False) else Path(str(settings.sync_file))
         handle.finish(exit_code=_exit_code(error))
+        # `finish()` returns before wandb-core has flushed the run's transaction log; code after
+        # the block (a `wandb sync`, returning the folder as a task output) needs it complete.
+        if sync_file is not None:
+            _wait_for_exit_record(sync_file, timeout=LOG_FLUSH_TIMEOUT)
 
     def _log_metrics(self, handle: Run, metrics: Mapping[str, float | int]) -> None:
         handle.log(dict(metrics))
@@ -273,6 +281,74 @@ class WandbSession(TrackingSession["Run"]):
             sync_command=f"wandb sync {shlex.quote(sync_dir)}" if sync_dir else None,
             failed=error is not None,
         )
+
+
+LOG_FLUSH_TIMEOUT = 15.0
+"""How long closing waits, at most, for wandb-core to write the run's transaction log out."""
+_LOG_HEADER = b":W&B"
+_LOG_HEADER_SIZE = 7
+_LOG_BLOCK = 32768
+_CHUNK = struct.Struct("<IHB")  # crc32, length, type (FULL=1, FIRST=2, MIDDLE=3, LAST=4)
+
+
+def _tail_has_exit_record(path: Path) -> bool | None:
+    """Whether the last two blocks of a ``run-*.wandb`` log hold the exit record W&B writes last.
+
+    None when the file is missing or not a log this reader knows (then nobody should wait for it).
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    try:
+        with path.open("rb") as file:
+            header = file.read(_LOG_HEADER_SIZE)
+            size = file.seek(0, os.SEEK_END)
+            start = max(0, (size // _LOG_BLOCK - 1) * _LOG_BLOCK)
+            file.seek(start)
+            data = file.read()
+    except FileNotFoundError:
+        return None
+    if len(header) < _LOG_HEADER_SIZE:
+        return False  # created, not written yet
+    if header[: len(_LOG_HEADER)] != _LOG_HEADER:
+        return None
+    offset = _LOG_HEADER_SIZE if start == 0 else 0
+    pieces: list[bytes] | None = None
+    while offset + _CHUNK.size <= len(data):
+        room = _LOG_BLOCK - (start + offset) % _LOG_BLOCK
+        if room < _CHUNK.size:  # block trailer
+            offset += room
+            continue
+        _, length, kind = _CHUNK.unpack_from(data, offset)
+        payload = data[offset + _CHUNK.size : offset + _CHUNK.size + length]
+        offset += _CHUNK.size + length
+        if kind in (1, 2):
+            pieces = [payload]
+        elif kind in (3, 4) and pieces is not None:
+            pieces.append(payload)
+        else:
+            pieces = None
+            continue
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            try:
+                record.ParseFromString(b"".join(pieces))
+            except Exception:  # a torn or partial record: keep scanning
+                pieces = None
+                continue
+            if record.HasField("exit"):
+                return True
+            pieces = None
+    return False
+
+
+def _wait_for_exit_record(path: Path, *, timeout: float) -> None:
+    """Wait (bounded) until wandb-core has written the run's transaction log out."""
+    deadline = time.monotonic() + timeout
+    try:
+        while _tail_has_exit_record(path) is False and time.monotonic() < deadline:
+            time.sleep(0.01)
+    except Exception:  # W&B changed its log format: do not hold the task up
+        return
 
 
 def _session_auth() -> Any:
