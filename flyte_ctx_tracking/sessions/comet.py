@@ -1,6 +1,521 @@
-"""The comet integration (not implemented yet)."""
+"""Comet: ``comet_session`` (a block, a task, or a decorator) and the ``comet_ml_login`` shortcut.
 
-from .._placeholder import not_implemented
+The session starts a Comet experiment with ``comet_ml.start`` and ends it; inside the block it is
+what ``comet_ml.get_running_experiment()`` and ``current_run("comet")`` return. Everything that is
+not Comet-specific (lifecycle, reentrancy, modes, secrets, ranks, decks) lives in the session core.
 
-comet_session = not_implemented("comet_session")
-comet_ml_login = not_implemented("comet_ml_login")
+Comet-specific decisions, each documented in ``docs/comet.md``:
+
+* identity: in remote runs with no key, the experiment key is flytekitplugins-comet-ml's (the pod
+  name without dashes plus a 10-character suffix), so Flyte console Comet links keep working;
+  where that rule would give a key Comet rejects, or one another pod could also get, a valid key
+  is derived deterministically instead (:func:`flyte_experiment_key`);
+* one experiment per process: comet_ml ends the running experiment when another one starts, so a
+  different Comet session entered while one is open does not start (it follows ``on_error``);
+* a failed block is recorded in the experiment itself: ``flyte/status`` = ``failed`` and the
+  error in "others", and Comet's own crash report (``customer_error_reported`` in the offline
+  archive, the "crashed" state once uploaded);
+* ending an experiment: system metrics sampling (CPU, network, disk) is off unless asked for,
+  because stopping its thread costs up to ~1.1 s for every experiment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import inspect
+import os
+import re
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .._context import ExecutionContext
+from .._decorator import SessionDecorator
+from .._secrets import SecretSpec, redact
+from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession
+
+if TYPE_CHECKING:
+    from comet_ml import ExperimentConfig
+    from comet_ml.experiment import CometExperiment
+
+__all__ = [
+    "COMET_ML_CUSTOM_TYPE_VALUE",
+    "COMET_ML_EXECUTION_TYPE_VALUE",
+    "CometSession",
+    "comet_ml_login",
+    "comet_session",
+    "flyte_experiment_key",
+    "is_valid_experiment_key",
+    "link_suffix",
+]
+
+DEFAULT_HOST = "https://www.comet.com"
+COMET_ML_EXECUTION_TYPE_VALUE = "comet-ml-execution-id"
+COMET_ML_CUSTOM_TYPE_VALUE = "comet-ml-custom-id"
+
+# Comet accepts experiment keys that are alphanumeric and 32 to 50 characters long.
+_VALID_KEY = re.compile(r"^[A-Za-z0-9]{32,50}$")
+_KEY_MIN, _KEY_MAX = 32, 50
+# The pod names for which flytekitplugins-comet-ml's rule (drop the dashes) loses nothing: a plain
+# execution name, a top-level node id (`n<digits>`), a one-digit attempt, optionally the replica
+# suffix a training operator appends. Dropping the dashes of other pod names can make two pods'
+# keys equal (`…-n1-10` and `…-n11-0`), so those get a derived key instead.
+_PLAIN_POD_NAME = re.compile(r"^[a-z0-9]+-n[0-9]+-[0-9](-(worker|master|chief|ps|evaluator|launcher|head)-[0-9]+)?$")
+
+# The keyword arguments comet_ml 3.58's ExperimentConfig accepts (tests check this list against the
+# installed client). Kept here so that a bad keyword fails at construction without importing comet_ml.
+_EXPERIMENT_CONFIG_KWARGS = frozenset(
+    {
+        "disabled",
+        "log_code",
+        "log_graph",
+        "parse_args",
+        "display_summary_level",
+        "log_git_metadata",
+        "log_git_patch",
+        "log_env_details",
+        "log_env_gpu",
+        "log_env_host",
+        "log_env_cpu",
+        "log_env_network",
+        "log_env_disk",
+        "auto_output_logging",
+        "auto_param_logging",
+        "auto_metric_logging",
+        "auto_log_co2",
+        "auto_metric_step_rate",
+        "auto_histogram_epoch_rate",
+        "auto_histogram_gradient_logging",
+        "auto_histogram_activation_logging",
+        "auto_histogram_tensorboard_logging",
+        "auto_histogram_weight_logging",
+        "distributed_node_identifier",
+        "name",
+        "tags",
+    }
+)
+# What else reaches comet_ml.start: its `mode` ("get_or_create", "get", "create") under a name that
+# does not clash with the session's own `mode`, and `source`.
+_START_KWARGS = {"start_mode": "mode", "source": "source"}
+_REJECTED_KWARGS = {
+    "api_key": "pass secret= (a flytekit Secret or a callable); a key in code would leak",
+    "online": "pass mode='online' or mode='offline'",
+    "project": "pass project_name=",
+}
+# System metrics sampling whose thread costs up to ~1.1 s to stop at the end of every experiment.
+_SAMPLED_SYSTEM_METRICS = ("log_env_cpu", "log_env_network", "log_env_disk")
+# Frames of these modules are not the user's code when looking for the file that opened a session.
+_LIBRARY_MODULES = (
+    "flyte_ctx_tracking",
+    "comet_ml",
+    "flytekit",
+    "contextlib",
+    "functools",
+    "asyncio",
+    "threading",
+    "concurrent",
+    "runpy",
+    "importlib",
+    "click",
+)
+
+
+def link_suffix(project_name: str | None, workspace: str | None) -> str:
+    """The 10-character suffix flytekitplugins-comet-ml appends to experiment keys and console links.
+
+    The first 5 bytes of SHAKE-256 over ``"{project_name}-{workspace}"``, as hex.
+    """
+    return hashlib.shake_256(f"{project_name}-{workspace}".encode()).hexdigest(5)
+
+
+def is_valid_experiment_key(key: object) -> bool:
+    """True when Comet accepts ``key`` as an experiment key: alphanumeric, 32 to 50 characters."""
+    return isinstance(key, str) and _VALID_KEY.match(key) is not None
+
+
+def flyte_experiment_key(
+    run_id: str, project_name: str | None, workspace: str | None, *, pod_name: str | None = None
+) -> str:
+    """The experiment key of a remote run with no key given.
+
+    When ``run_id`` is the plain pod name of a task (``{execution}-n{node}-{attempt}``, with an
+    optional ``-worker-{i}`` replica suffix, and no map index or per-rank suffix), this is exactly
+    flytekitplugins-comet-ml's key: the pod name without dashes, then :func:`link_suffix`, so Flyte
+    console Comet links keep working. Any other run id (map tasks, per-rank runs, nested node ids,
+    attempts of 10 or more, names Comet would reject for length or characters) gets a key derived
+    from the whole run id: its first 20 alphanumeric characters, then 30 hex characters of
+    SHA-256 over the run id, project and workspace; always valid, and distinct per run id.
+    """
+    if run_id == pod_name and _PLAIN_POD_NAME.match(run_id):
+        key = run_id.replace("-", "") + link_suffix(project_name, workspace)
+        if is_valid_experiment_key(key):
+            return key
+    readable = re.sub(r"[^A-Za-z0-9]", "", run_id)[:20]
+    digest = hashlib.sha256(f"{run_id}|{project_name}-{workspace}".encode()).hexdigest()
+    return (readable + digest)[:_KEY_MAX]
+
+
+def _key_for_rank(key: str, context: ExecutionContext) -> str:
+    """A user-given key made distinct per rank (the every-rank opt-in); rank 0 keeps it."""
+    if context.rank == 0:
+        return key
+    marker = f"r{context.rank}"
+    return key[: _KEY_MAX - len(marker)] + marker
+
+
+def _caller_file() -> str | None:
+    """The file of the innermost frame outside this library and the machinery around it."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not str(module).startswith(_LIBRARY_MODULES):
+            filename = frame.f_code.co_filename
+            return filename if os.path.isfile(filename) else None
+        frame = frame.f_back
+    return None
+
+
+class CometSession(TrackingSession["CometExperiment"]):
+    """A Comet experiment around a block: see :func:`comet_session`."""
+
+    kind: ClassVar[str] = "comet"
+    display_name: ClassVar[str] = "Comet"
+    backend_module: ClassVar[str] = "comet_ml"
+    extra: ClassVar[str] = "comet"
+
+    def __init__(
+        self,
+        project_name: str | None = None,
+        workspace: str | None = None,
+        secret: SecretSpec = None,
+        experiment_key: str | None = None,
+        host: str = DEFAULT_HOST,
+        *,
+        mode: Mode = "auto",
+        on_error: OnError = "warn",
+        all_ranks: bool = False,
+        offline_directory: str | os.PathLike[str] | None = None,
+        experiment_config: ExperimentConfig | None = None,
+        **login_kwargs: Any,
+    ) -> None:
+        owner = type(self).__name__
+        for name, value in (("project_name", project_name), ("workspace", workspace)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{owner}: {name}={value!r} is not accepted; pass a non-empty string or None")
+        if experiment_key is not None and not is_valid_experiment_key(experiment_key):
+            raise ValueError(
+                f"{owner}: experiment_key={experiment_key!r} is not accepted by Comet; an experiment key must be "
+                "alphanumeric (A-Z, a-z, 0-9) and 32 to 50 characters long, or None to let the session choose one"
+            )
+        if not isinstance(host, str) or not host.startswith(("https://", "http://")):
+            raise ValueError(f"{owner}: host={host!r} is not accepted; pass the URL of the Comet server (https://...)")
+        start_kwargs: dict[str, Any] = {}
+        config_kwargs: dict[str, Any] = {}
+        for name, value in login_kwargs.items():
+            if name in _REJECTED_KWARGS:
+                raise TypeError(f"{owner}: {name}= is not accepted; {_REJECTED_KWARGS[name]}")
+            if name in _START_KWARGS:
+                start_kwargs[_START_KWARGS[name]] = value
+            elif name in _EXPERIMENT_CONFIG_KWARGS:
+                config_kwargs[name] = value
+            else:
+                accepted = ", ".join(sorted({*_EXPERIMENT_CONFIG_KWARGS, *_START_KWARGS}))
+                raise TypeError(f"{owner}: unknown keyword argument {name}=; Comet accepts: {accepted}")
+        if "tags" in config_kwargs:
+            tags = config_kwargs["tags"]
+            if isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags or ()):
+                raise TypeError(f"{owner}: tags={tags!r} is not accepted; pass a list of strings")
+            config_kwargs["tags"] = list(tags or ())
+        if experiment_config is not None:
+            if config_kwargs:
+                raise TypeError(
+                    f"{owner}: pass either experiment_config= or its keyword arguments "
+                    f"({', '.join(sorted(config_kwargs))}), not both"
+                )
+            if type(experiment_config).__name__ != "ExperimentConfig":
+                raise TypeError(
+                    f"{owner}: experiment_config={type(experiment_config).__name__} is not accepted; "
+                    "pass a comet_ml.ExperimentConfig"
+                )
+            if offline_directory is None and not experiment_config.has_default_offline_directory():
+                offline_directory = experiment_config.offline_directory
+        super().__init__(mode=mode, on_error=on_error, secret=secret, directory=offline_directory, all_ranks=all_ranks)
+        self.project_name = project_name
+        self.workspace = workspace
+        self.experiment_key = experiment_key
+        self.host = host
+        self.experiment_config = experiment_config
+        self.config_kwargs = config_kwargs
+        self.start_kwargs = start_kwargs
+        self.code_file: str | None = None
+        """The file logged as the experiment's code; the decorator sets the task's file."""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(project_name={self.project_name!r}, workspace={self.workspace!r}, "
+            f"experiment_key={self.experiment_key!r}, mode={self.mode!r})"
+        )
+
+    # ------------------------------------------------------------------ core hooks
+    def _reuse_key(self) -> Hashable:
+        return (self.project_name, self.workspace, self.experiment_key)
+
+    def _ambient_credentials(self) -> bool:
+        if os.environ.get("COMET_API_KEY"):
+            return True
+        from comet_ml.config import get_config
+
+        return bool(get_config()["comet.api_key"])
+
+    def experiment_key_for(self, plan: OpenPlan) -> str | None:
+        """The key this session gives its experiment under ``plan`` (None: Comet generates one)."""
+        context = plan.context
+        if self.experiment_key is not None:
+            if self.all_ranks and context.is_distributed:
+                return _key_for_rank(self.experiment_key, context)
+            return self.experiment_key
+        if plan.run_id is None:  # local run: a fresh key each time, as Comet makes them
+            return None
+        return flyte_experiment_key(plan.run_id, self.project_name, self.workspace, pod_name=context.pod_name)
+
+    def _experiment_config(self, plan: OpenPlan) -> tuple[ExperimentConfig, bool]:
+        """The ExperimentConfig for this experiment, and whether the session logs the code itself."""
+        from comet_ml import ExperimentConfig
+
+        if self.experiment_config is not None:
+            config = copy.copy(self.experiment_config)
+            config.tags = list(config.tags or [])
+        else:
+            config = ExperimentConfig(**self.config_kwargs)
+        config.offline_directory = str(plan.directory)
+        tags = list(config.tags or [])
+        for tag in (plan.context.execution_project, plan.context.execution_domain):
+            if tag and tag not in tags:
+                tags.append(tag)
+        config.tags = tags
+        # Comet would log the first file outside comet_ml on the stack, which is this library's.
+        log_code = config.log_code is not False
+        config.log_code = False
+        # Under a Flyte task, sys.argv are pyflyte-execute's arguments, not hyperparameters.
+        if config.parse_args is None:
+            config.parse_args = False
+        if config.log_env_details is not True:
+            for name in _SAMPLED_SYSTEM_METRICS:
+                if getattr(config, name) is None:
+                    setattr(config, name, False)
+        return config, log_code
+
+    def _open(self, plan: OpenPlan) -> CometExperiment:
+        import comet_ml
+
+        running = comet_ml.get_running_experiment()
+        if running is not None and not running.ended:
+            raise RuntimeError(
+                f"Comet experiment {running.get_key()} is still running in this process, and comet_ml runs one "
+                "experiment per process (starting another would end it). End it first, or enter the same "
+                "session (same project_name, workspace and experiment_key) to log into it"
+            )
+        config, log_code = self._experiment_config(plan)
+        online = plan.mode == "online"
+        experiment = comet_ml.start(
+            api_key=plan.api_key if online else None,
+            workspace=self.workspace,
+            project_name=self.project_name,
+            experiment_key=self.experiment_key_for(plan),
+            online=online,
+            experiment_config=config,
+            **self.start_kwargs,
+        )
+        try:
+            metadata = plan.context.flyte_metadata()
+            if metadata:
+                experiment.log_others(metadata)
+            code_file = self.code_file or _caller_file()
+            if log_code and code_file:
+                experiment.log_code(file_name=code_file)
+        except Exception:
+            experiment.end()
+            raise
+        return experiment
+
+    def _close(self, handle: CometExperiment, plan: OpenPlan, error: BaseException | None) -> None:
+        try:
+            if error is None:
+                handle.log_other("flyte/status", "succeeded")
+            else:
+                detail = redact(f"{type(error).__name__}: {error}", plan.api_key)[:2000]
+                handle.log_others({"flyte/status": "failed", "flyte/error": detail})
+                # What comet_ml's own excepthook does for an uncaught exception; flytekit catches the
+                # task's exception first, so without this Comet would show the experiment as finished.
+                report = getattr(handle, "_report_experiment_error", None)
+                if callable(report):
+                    report(f"The Flyte task block failed: {detail}", has_crashed=True)
+        finally:
+            handle.end()
+
+    def _log_metrics(self, handle: CometExperiment, metrics: Mapping[str, float | int]) -> None:
+        handle.log_metrics(dict(metrics))
+
+    def _run_info(self, handle: CometExperiment, plan: OpenPlan, error: BaseException | None) -> RunInfo:
+        archive = self.archive_path(handle) if plan.mode == "offline" else None
+        url: str | None = None
+        if plan.mode == "online":
+            url = getattr(handle, "url", None)
+        return RunInfo(
+            backend=self.display_name,
+            fields={
+                "experiment key": handle.get_key(),
+                "project": handle.project_name or self.project_name,
+                "workspace": handle.workspace or self.workspace,
+                "mode": plan.mode,
+                "status": "failed" if error is not None else ("finished" if handle.ended else "running"),
+            },
+            url=url,
+            local_path=str(archive) if archive is not None else None,
+            sync_command=f"comet upload {archive}" if archive is not None else None,
+            failed=error is not None,
+        )
+
+    @staticmethod
+    def archive_path(handle: CometExperiment) -> Path | None:
+        """Where an offline experiment's ``.zip`` archive is (once ended) or will be written."""
+        directory = getattr(handle, "offline_directory", None)
+        name_of = getattr(handle, "_get_offline_archive_file_name", None)
+        if not directory or not callable(name_of):
+            return None
+        return Path(directory) / str(name_of())
+
+
+def comet_session(
+    project_name: str | None = None,
+    workspace: str | None = None,
+    secret: SecretSpec = None,
+    experiment_key: str | None = None,
+    host: str = DEFAULT_HOST,
+    *,
+    mode: Mode = "auto",
+    on_error: OnError = "warn",
+    all_ranks: bool = False,
+    offline_directory: str | os.PathLike[str] | None = None,
+    experiment_config: ExperimentConfig | None = None,
+    **login_kwargs: Any,
+) -> CometSession:
+    """A Comet experiment around a block: ``with comet_session(...) as experiment:``.
+
+    The block gets the real ``comet_ml`` experiment, started with ``comet_ml.start`` and ended when
+    the block exits (as failed when it raises); inside, ``comet_ml.get_running_experiment()`` and
+    ``current_run("comet")`` return it. Also usable as ``async with`` and as a decorator.
+
+    Args:
+        project_name: the Comet project (Comet's default when None).
+        workspace: the Comet workspace (Comet's default when None).
+        secret: a flytekit ``Secret`` or a callable holding the API key. The key is given to this
+            experiment only: no ``comet_ml.login``, no config file, no environment variable.
+        experiment_key: the experiment's key (alphanumeric, 32-50 characters). None: in remote runs
+            the key flytekitplugins-comet-ml derives from the pod name; locally a fresh one.
+        host: the Comet server, used for Flyte console links (``get_extra_config``).
+        mode: ``"auto"`` (online with a key, else offline with one warning), ``"online"``,
+            ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE`` overrides it.
+        on_error: what a failure of Comet itself does: ``"warn"`` (the block runs on) or ``"raise"``.
+        all_ranks: with ``WORLD_SIZE > 1``, give every rank its own experiment (keys distinct by
+            rank) instead of rank 0 only.
+        offline_directory: where offline archives go (default ``$FLYTE_CTX_TRACKING_DIR/comet``).
+        experiment_config: a ``comet_ml.ExperimentConfig``, instead of its keyword arguments.
+        **login_kwargs: ``comet_ml.ExperimentConfig`` arguments (``tags``, ``name``, ``log_code``,
+            ``auto_metric_logging``, ``log_env_cpu``...), ``start_mode`` (comet_ml.start's
+            ``mode``) and ``source``.
+
+    Raises:
+        ValueError: an experiment key Comet would reject, an unknown ``mode`` or ``on_error``.
+        TypeError: an unknown keyword argument, or a secret of an unsupported type.
+    """
+    return CometSession(
+        project_name,
+        workspace,
+        secret,
+        experiment_key,
+        host,
+        mode=mode,
+        on_error=on_error,
+        all_ranks=all_ranks,
+        offline_directory=offline_directory,
+        experiment_config=experiment_config,
+        **login_kwargs,
+    )
+
+
+class _comet_ml_login_class(SessionDecorator):  # the spelling flytekitplugins-comet-ml documents
+    """The decorator behind :func:`comet_ml_login`; ``@_comet_ml_login_class(...)`` works as in the plugin."""
+
+    decorator_name: ClassVar[str] = "comet_ml_login"
+    COMET_ML_PROJECT_NAME_KEY = "project_name"
+    COMET_ML_WORKSPACE_KEY = "workspace"
+    COMET_ML_EXPERIMENT_KEY_KEY = "experiment_key"
+    COMET_ML_URL_SUFFIX_KEY = "link_suffix"
+    COMET_ML_HOST_KEY = "host"
+
+    session: CometSession
+
+    def __init__(self, task_function: Callable[..., Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(task_function, **kwargs)
+        if task_function is not None:
+            # A builtin or a callable object has no source file: the session then finds the caller.
+            with contextlib.suppress(TypeError):
+                self.session.code_file = inspect.getsourcefile(task_function)
+
+    def _make_session(self, **kwargs: Any) -> CometSession:
+        return CometSession(**kwargs)
+
+    def get_extra_config(self) -> dict[str, str]:
+        """What flytekitplugins-comet-ml returns, so Flyte console Comet links keep working."""
+        session = self.session
+        config: dict[str, str | None] = {
+            self.COMET_ML_PROJECT_NAME_KEY: session.project_name,
+            self.COMET_ML_WORKSPACE_KEY: session.workspace,
+            self.COMET_ML_HOST_KEY: session.host,
+        }
+        # The plugin requires project and workspace; ours default to Comet's, which a link cannot name.
+        extra = {name: value for name, value in config.items() if value is not None}
+        if session.experiment_key is None:
+            extra[self.COMET_ML_URL_SUFFIX_KEY] = link_suffix(session.project_name, session.workspace)
+            extra[self.LINK_TYPE_KEY] = COMET_ML_EXECUTION_TYPE_VALUE
+        else:
+            extra[self.COMET_ML_EXPERIMENT_KEY_KEY] = session.experiment_key
+            extra[self.LINK_TYPE_KEY] = COMET_ML_CUSTOM_TYPE_VALUE
+        return extra
+
+
+def comet_ml_login(
+    project_name: str | Callable[..., Any] | None = None,
+    workspace: str | None = None,
+    secret: SecretSpec = None,
+    experiment_key: str | None = None,
+    host: str = DEFAULT_HOST,
+    **login_kwargs: Any,
+) -> Any:
+    """The decorator shortcut: every call of the task runs inside a :func:`comet_session`.
+
+    Takes flytekitplugins-comet-ml's parameters (also positionally), so migrating is an import
+    change; ``**login_kwargs`` are :func:`comet_session`'s (``tags``, ``mode``, ``on_error``...).
+    Use it below ``@task``::
+
+        @task(secret_requests=[COMET_SECRET])
+        @comet_ml_login(project_name="fraud", workspace="ml-team", secret=COMET_SECRET)
+        def train() -> float:
+            current_run("comet").log_metric("loss", 0.12)
+
+    ``@comet_ml_login`` without arguments works too (Comet's default project and workspace).
+    """
+    if callable(project_name):  # used bare: @comet_ml_login
+        return _comet_ml_login_class(project_name)
+    return _comet_ml_login_class(
+        None,
+        project_name=project_name,
+        workspace=workspace,
+        secret=secret,
+        experiment_key=experiment_key,
+        host=host,
+        **login_kwargs,
+    )
