@@ -1,8 +1,558 @@
-"""The whylogs integration (not implemented yet)."""
+"""whylogs: ``whylogs_profile`` (data profiles, drift and constraints in a block), the profile type
+transformer and the whylogs renderers, on numpy 2.
 
-from .._placeholder import not_implemented
+``with whylogs_profile("transactions") as prof`` yields a :class:`WhylogsProfile`; each
+``prof.log(chunk)`` folds a DataFrame chunk (or a dict row) into one growing whylogs profile, so
+memory follows the chunk, not the total. When the block ends the profile is summarized in a deck,
+compared with ``reference`` (drift deck) and checked against ``constraints`` (constraints deck; with
+``fail_on_constraints=True`` failed constraints raise :class:`ConstraintsFailedError` after the decks
+are written). The per-column summary also goes to the active W&B, Comet or Neptune run, if any.
 
-whylogs_profile = not_implemented("whylogs_profile")
-WhylogsDatasetProfileTransformer = not_implemented("WhylogsDatasetProfileTransformer")
-WhylogsConstraintsRenderer = not_implemented("WhylogsConstraintsRenderer")
-WhylogsSummaryDriftRenderer = not_implemented("WhylogsSummaryDriftRenderer")
+whylogs is imported only when a profile opens, and always after the numpy-2 step of
+``flyte_ctx_tracking._whylogs_compat``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from .._session import Mode, OnError, OpenPlan, Session, log_to_active_trackers
+from ..decks.whylogs import ColumnSummary, ConstraintResult, DriftResult
+
+if TYPE_CHECKING:
+    from whylogs.core import DatasetProfileView
+    from whylogs.core.constraints import Constraints
+
+    from .whylogs_transformer import WhylogsDatasetProfileTransformer
+
+__all__ = [
+    "ConstraintsFailedError",
+    "WhylogsConstraintsRenderer",
+    "WhylogsDatasetProfileTransformer",
+    "WhylogsProfile",
+    "WhylogsProfileSession",
+    "WhylogsSummaryDriftRenderer",
+    "whylogs_profile",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_NAME = "profile"
+_ACCEPTED_DATA = "a pandas DataFrame or a dict row (column name -> value)"
+_ACCEPTED_REFERENCE = "a pandas DataFrame, a whylogs DatasetProfileView, or None"
+_ACCEPTED_CONSTRAINTS = (
+    "a callable taking the DatasetProfileView and returning whylogs Constraints, a list of whylogs "
+    "constraints (MetricConstraint, DatasetConstraint, e.g. from whylogs.core.constraints.factories), "
+    "whylogs Constraints, or None"
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The transformer's module imports whylogs (and registers the type): load it only when asked.
+    if name == "WhylogsDatasetProfileTransformer":
+        from .whylogs_transformer import WhylogsDatasetProfileTransformer
+
+        return WhylogsDatasetProfileTransformer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class ConstraintsFailedError(Exception):
+    """Raised at the end of a ``whylogs_profile(..., fail_on_constraints=True)`` block whose data
+    failed constraints (after the decks were written). Not raised when the block itself raised:
+    that exception wins.
+
+    Attributes:
+        profile_name: the profile's name.
+        failed: the names of the failed constraints.
+        results: every constraint's :class:`ConstraintResult`.
+    """
+
+    def __init__(
+        self, profile_name: str, failed: Sequence[str], results: Sequence[ConstraintResult], reason: str | None = None
+    ) -> None:
+        self.profile_name = profile_name
+        self.failed = list(failed)
+        self.results = list(results)
+        if reason is not None:
+            message = f"whylogs profile {profile_name!r}: the constraints could not be evaluated: {reason}"
+        else:
+            message = (
+                f"whylogs profile {profile_name!r}: {len(self.failed)} of {len(self.results)} constraints failed: "
+                + "; ".join(self.failed)
+            )
+        super().__init__(message)
+
+
+def _is_dataframe(value: object) -> bool:
+    pandas = sys.modules.get("pandas")  # a DataFrame exists only if pandas was imported
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+def _is_profile_view(value: object) -> bool:
+    if "whylogs" not in sys.modules:
+        return False
+    from whylogs.core import DatasetProfileView
+
+    return isinstance(value, DatasetProfileView)
+
+
+def _is_constraint(value: object) -> bool:
+    if "whylogs" not in sys.modules:
+        return False
+    from .whylogs_report import CONSTRAINT_TYPES
+
+    return isinstance(value, CONSTRAINT_TYPES)
+
+
+def _is_constraints(value: object) -> bool:
+    if "whylogs" not in sys.modules:
+        return False
+    from whylogs.core.constraints import Constraints
+
+    return isinstance(value, Constraints)
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or DEFAULT_NAME
+
+
+class WhylogsProfile:
+    """The handle of a ``whylogs_profile`` block: log data into it, read the profile back.
+
+    After the block: :attr:`columns` (per-column summary), :attr:`drift` (with a reference),
+    :attr:`constraints` (with constraints) and :attr:`path` (the saved profile) are filled in, and
+    :meth:`view` still returns the profile, also when the block raised.
+    """
+
+    def __init__(self, name: str, *, active: bool = True) -> None:
+        self.name = name
+        self.active = active
+        """False when the session did not profile (disabled, or whylogs failed to start): ``log``
+        checks its input and drops it, ``view`` gives an empty profile."""
+        self.rows = 0
+        """Rows logged so far (a dict row counts one)."""
+        self.chunks = 0
+        """Calls of :meth:`log` so far."""
+        self.closed = False
+        self.columns: list[ColumnSummary] | None = None
+        self.drift: list[DriftResult] | None = None
+        """Per-column drift against the reference, for the columns both have."""
+        self.only_in_reference: list[str] = []
+        self.only_in_target: list[str] = []
+        self.constraints: list[ConstraintResult] | None = None
+        self.constraints_error: str | None = None
+        self.path: Path | None = None
+        self._profile: Any = None
+        self._view: Any = None
+        self._built_constraints: Any = None
+        self._constraints_exception: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open" if self.active else "inactive"
+        return f"WhylogsProfile({self.name!r}, {state}, rows={self.rows}, chunks={self.chunks})"
+
+    @property
+    def failed_constraints(self) -> list[str]:
+        """Names of the constraints that failed (empty before the block ends or without constraints)."""
+        return [result.name for result in self.constraints or () if not result.passed]
+
+    def log(self, data: Any) -> None:
+        """Fold ``data`` into the profile: a pandas DataFrame (a chunk) or a dict row.
+
+        Raises:
+            TypeError: ``data`` is anything else.
+            RuntimeError: the block already ended.
+        """
+        if _is_dataframe(data):
+            rows, kwargs = len(data), {"pandas": data}
+        elif isinstance(data, Mapping):
+            rows, kwargs = 1, {"row": dict(data)}
+        else:
+            raise TypeError(f"WhylogsProfile.log accepts {_ACCEPTED_DATA}; got {type(data).__name__}")
+        if self.closed:
+            raise RuntimeError(f"whylogs profile {self.name!r} is closed: log inside its block")
+        if not self.active:
+            return
+        with self._lock:
+            self._profile.track(**kwargs)
+            self.rows += rows
+            self.chunks += 1
+
+    def view(self) -> DatasetProfileView:
+        """The profile so far as a whylogs ``DatasetProfileView`` (after the block: the final one)."""
+        with self._lock:
+            if self._view is not None:
+                return self._view
+            if self._profile is not None:
+                return self._profile.view()
+        from .whylogs_report import DatasetProfileView
+
+        return DatasetProfileView.zero()
+
+    def _freeze(self) -> DatasetProfileView:
+        with self._lock:
+            self.closed = True
+            if self._view is None and self._profile is not None:
+                self._view = self._profile.view()
+                self._profile = None  # the view holds everything; let the profile go
+        return self.view()
+
+
+class WhylogsProfileSession(Session[WhylogsProfile]):
+    """A whylogs profile around a block, a function or a task; built by :func:`whylogs_profile`."""
+
+    kind: ClassVar[str] = "whylogs"
+    display_name: ClassVar[str] = "whylogs"
+    backend_module: ClassVar[str] = "whylogs"
+    extra: ClassVar[str] = "whylogs"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        reference: Any = None,
+        constraints: Any = None,
+        fail_on_constraints: bool = False,
+        deck: bool = True,
+        interactive: bool = True,
+        log_to_trackers: bool = True,
+        mode: Mode = "auto",
+        on_error: OnError = "warn",
+        directory: str | Path | None = None,
+    ) -> None:
+        owner = "whylogs_profile"
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise TypeError(f"{owner}: name must be a non-empty string or None; got {name!r}")
+        if reference is not None and not (_is_dataframe(reference) or _is_profile_view(reference)):
+            raise TypeError(f"{owner}: reference must be {_ACCEPTED_REFERENCE}; got {type(reference).__name__}")
+        if isinstance(constraints, (list, tuple)):
+            bad = [c for c in constraints if not _is_constraint(c)]
+            if bad:
+                raise TypeError(
+                    f"{owner}: constraints must be {_ACCEPTED_CONSTRAINTS}; the list holds {type(bad[0]).__name__}"
+                )
+            constraints = list(constraints)
+        elif constraints is not None and not (callable(constraints) or _is_constraints(constraints)):
+            raise TypeError(f"{owner}: constraints must be {_ACCEPTED_CONSTRAINTS}; got {type(constraints).__name__}")
+        for flag, value in (
+            ("fail_on_constraints", fail_on_constraints),
+            ("deck", deck),
+            ("interactive", interactive),
+            ("log_to_trackers", log_to_trackers),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"{owner}: {flag} must be True or False; got {value!r}")
+        if fail_on_constraints and not constraints:
+            raise ValueError(f"{owner}: fail_on_constraints=True needs constraints to check; none were given")
+        super().__init__(mode=mode, on_error=on_error, directory=directory)
+        self.name = name
+        self.reference = reference
+        self.constraints = constraints
+        self.fail_on_constraints = fail_on_constraints
+        self.deck = deck
+        self.interactive = interactive
+        self.log_to_trackers = log_to_trackers
+        self._reference_view: Any = None
+        self._reference_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        parts = [repr(self.name)]
+        if self.reference is not None:
+            parts.append(f"reference={type(self.reference).__name__}")
+        if self.constraints is not None:
+            parts.append(f"constraints={type(self.constraints).__name__}")
+        if self.fail_on_constraints:
+            parts.append("fail_on_constraints=True")
+        return f"whylogs_profile({', '.join(parts)})"
+
+    def __call__(self, func: F) -> F:
+        """Profile every call of ``func``; an unnamed profile takes the function's name."""
+        if self.name is not None:
+            return super().__call__(func)
+        named = type(self)(
+            getattr(func, "__name__", DEFAULT_NAME),
+            reference=self.reference,
+            constraints=self.constraints,
+            fail_on_constraints=self.fail_on_constraints,
+            deck=self.deck,
+            interactive=self.interactive,
+            log_to_trackers=self.log_to_trackers,
+            mode=self.mode,
+            on_error=self.on_error,
+            directory=self.directory,
+        )
+        return Session.__call__(named, func)
+
+    # ------------------------------------------------------------------ helpers
+    def _name_for(self, plan: OpenPlan | None) -> str:
+        if self.name is not None:
+            return self.name
+        task = plan.context.task_name if plan is not None else None
+        return task.rsplit(".", 1)[-1] if task else DEFAULT_NAME
+
+    def _reference(self) -> Any:
+        """The reference as a profile view, profiled once per session."""
+        with self._reference_lock:
+            if self._reference_view is None:
+                from .whylogs_report import view_of
+
+                self._reference_view = view_of(self.reference)
+            return self._reference_view
+
+    # ------------------------------------------------------------------ backend hooks
+    def _reuse_key(self) -> Hashable:
+        return id(self)
+
+    def _inactive_handle(self) -> WhylogsProfile:
+        return WhylogsProfile(self._name_for(None), active=False)
+
+    def _open(self, plan: OpenPlan) -> WhylogsProfile:
+        from . import whylogs_transformer  # noqa: F401  (registers DatasetProfileView with flytekit)
+        from .whylogs_report import DatasetProfile
+
+        handle = WhylogsProfile(self._name_for(plan))
+        handle._profile = DatasetProfile()
+        return handle
+
+    def _close(self, handle: WhylogsProfile, plan: OpenPlan, error: BaseException | None) -> None:
+        from . import whylogs_report as report
+
+        view = handle._freeze()
+        failures: list[Exception] = []
+
+        def step(function: Callable[[], None]) -> None:
+            try:
+                function()
+            except Exception as step_error:
+                failures.append(step_error)
+
+        def summarize() -> None:
+            handle.columns = report.column_summaries(view)
+
+        def save() -> None:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
+            run = f".{_file_stem(plan.run_id)}" if plan.run_id else ""
+            path = plan.directory / f"{_file_stem(handle.name)}{run}.{stamp}.bin"
+            path.write_bytes(view.serialize())
+            handle.path = path
+
+        def drift() -> None:
+            handle.drift, handle.only_in_reference, handle.only_in_target = report.drift_results(
+                view, self._reference()
+            )
+
+        def check() -> None:
+            reference = self._reference() if self.reference is not None else None
+            try:
+                handle.constraints, handle._built_constraints = report.evaluate_constraints(
+                    self.constraints, view, reference
+                )
+            except Exception as check_error:
+                handle.constraints_error = f"{type(check_error).__name__}: {check_error}"
+                handle._constraints_exception = check_error
+                if not self.fail_on_constraints:  # with it, the verdict raises instead of a warning
+                    raise
+
+        step(summarize)
+        step(save)
+        if self.reference is not None:
+            step(drift)
+        if self.constraints is not None:
+            step(check)
+        if self.log_to_trackers and handle.columns:
+            log_to_active_trackers(report.tracker_metrics(handle.name, handle.columns))
+        if failures:
+            raise failures[0]
+
+    def _deck(
+        self, handle: WhylogsProfile, plan: OpenPlan, error: BaseException | None
+    ) -> list[tuple[str, str]] | None:
+        if not self.deck:
+            return None
+        from ..decks import decks_enabled
+
+        if not decks_enabled():
+            return None
+        from ..decks import whylogs as html
+        from . import whylogs_report as report
+
+        view = handle.view()
+
+        def interactive(build: Callable[[], str]) -> str | None:
+            if not self.interactive:
+                return None
+            try:
+                return build()
+            except Exception:  # whylogs' own report is a bonus: the table above it is the deck
+                return None
+
+        decks = [
+            (
+                f"whylogs: {handle.name}",
+                html.profile_summary_html(
+                    handle.name,
+                    handle.columns if handle.columns is not None else report.column_summaries(view),
+                    rows=handle.rows,
+                    chunks=handle.chunks,
+                    error=error,
+                    interactive_html=interactive(lambda: report.interactive_summary_html(view)),
+                ),
+            )
+        ]
+        if self.reference is not None and handle.drift is not None:
+            decks.append(
+                (
+                    f"whylogs drift: {handle.name}",
+                    html.drift_html(
+                        handle.name,
+                        handle.drift,
+                        only_in_reference=handle.only_in_reference,
+                        only_in_target=handle.only_in_target,
+                        interactive_html=interactive(lambda: report.interactive_drift_html(view, self._reference())),
+                    ),
+                )
+            )
+        if self.constraints is not None:
+            built = handle._built_constraints
+            decks.append(
+                (
+                    f"whylogs constraints: {handle.name}",
+                    html.constraints_html(
+                        handle.name,
+                        handle.constraints or [],
+                        error=handle.constraints_error,
+                        interactive_html=interactive(lambda: report.interactive_constraints_html(built))
+                        if built is not None
+                        else None,
+                    ),
+                )
+            )
+        return decks
+
+    def _verdict(self, handle: WhylogsProfile, plan: OpenPlan) -> None:
+        if not self.fail_on_constraints:
+            return
+        if handle.constraints_error is not None:
+            raise ConstraintsFailedError(
+                handle.name, [], [], reason=handle.constraints_error
+            ) from handle._constraints_exception
+        if handle.constraints is None:  # never evaluated (closing failed before): do not pass unchecked data
+            raise ConstraintsFailedError(handle.name, [], [], reason="the profile could not be closed")
+        if handle.failed_constraints:
+            raise ConstraintsFailedError(handle.name, handle.failed_constraints, handle.constraints)
+
+
+def whylogs_profile(
+    name: str | None = None,
+    *,
+    reference: Any = None,
+    constraints: Callable[[DatasetProfileView], Constraints] | Sequence[Any] | Constraints | None = None,
+    fail_on_constraints: bool = False,
+    deck: bool = True,
+    interactive: bool = True,
+    log_to_trackers: bool = True,
+    mode: Mode = "auto",
+    on_error: OnError = "warn",
+    directory: str | Path | None = None,
+) -> WhylogsProfileSession:
+    """A whylogs profile of the data a block logs (``with``/``async with``), or of a function or task
+    (as a decorator).
+
+    ``with whylogs_profile("transactions") as prof`` yields a :class:`WhylogsProfile`: call
+    ``prof.log(chunk)`` for each DataFrame chunk or dict row (they fold into one profile, so memory
+    follows the chunk) and ``prof.view()`` for the ``DatasetProfileView`` (a task may return it: it is
+    a Flyte type). Inside, ``current_run("whylogs")`` returns the handle. When the block ends, also
+    when it raised (the exception then propagates unchanged), the profile is saved under
+    ``$FLYTE_CTX_TRACKING_DIR/whylogs/`` and summarized in decks.
+
+    Args:
+        name: the profile's name in decks, files and tracker metrics. Default: the decorated
+            function's name, else the task's name, else ``"profile"``.
+        reference: a pandas DataFrame or a ``DatasetProfileView`` to compare with: adds a drift deck
+            (KS test for numbers, chi-square for the rest) and :attr:`WhylogsProfile.drift`.
+        constraints: a callable taking the ``DatasetProfileView`` and returning whylogs
+            ``Constraints``, or a list of whylogs constraints (``whylogs.core.constraints.factories``,
+            ``MetricConstraint``...) to build on the view. Adds a constraints deck and
+            :attr:`WhylogsProfile.constraints`. A constraint on a column that was never logged fails.
+        fail_on_constraints: raise :class:`ConstraintsFailedError`, naming the failed constraints,
+            after the decks are written (not when the block itself raised: its exception wins).
+        deck: add the decks (when the task's decks are on).
+        interactive: append whylogs' own interactive reports, folded, below the decks' tables. They
+            load their scripts from public CDNs and stay blank without internet access.
+        log_to_trackers: log the per-column summary (``whylogs/<name>/<column>/count``,
+            ``null_count``, ``mean``, ``min``, ``max``) to the active W&B, Comet or Neptune run.
+        mode: ``"disabled"`` turns profiling off (``log`` drops data, ``view`` is empty); the other
+            modes profile. ``FLYTE_CTX_TRACKING_MODE`` overrides it.
+        on_error: what a failure of whylogs itself does: ``"warn"`` (the block runs on) or ``"raise"``.
+        directory: where profiles are saved; default ``$FLYTE_CTX_TRACKING_DIR/whylogs``.
+
+    Raises:
+        TypeError: a name, reference, constraint or flag of the wrong type.
+        ValueError: ``fail_on_constraints=True`` without constraints, an unknown ``mode`` or ``on_error``.
+    """
+    return WhylogsProfileSession(
+        name,
+        reference=reference,
+        constraints=constraints,
+        fail_on_constraints=fail_on_constraints,
+        deck=deck,
+        interactive=interactive,
+        log_to_trackers=log_to_trackers,
+        mode=mode,
+        on_error=on_error,
+        directory=directory,
+    )
+
+
+class WhylogsConstraintsRenderer:
+    """HTML report of whylogs ``Constraints``: each constraint with PASS or FAIL (flytekitplugins-whylogs' name).
+
+    Usable as ``WhylogsConstraintsRenderer.to_html(constraints)`` or as a flytekit renderer.
+    """
+
+    @staticmethod
+    def to_html(constraints: Constraints, *, interactive: bool = True) -> str:
+        """Self-contained HTML of ``constraints`` evaluated on the profile they were built on, then
+        (``interactive``) whylogs' own constraints report."""
+        from . import whylogs_report as report
+
+        if not isinstance(constraints, report.Constraints):
+            raise TypeError(
+                "WhylogsConstraintsRenderer.to_html accepts whylogs Constraints "
+                f"(ConstraintsBuilder(view).add_constraint(...).build()); got {type(constraints).__name__}"
+            )
+        from ..decks.whylogs import constraints_html
+
+        results, _ = report.evaluate_constraints(constraints, constraints.dataset_profile_view)
+        extra = report.interactive_constraints_html(constraints) if interactive else None
+        return constraints_html(DEFAULT_NAME, results, interactive_html=extra)
+
+
+class WhylogsSummaryDriftRenderer:
+    """HTML drift report of a target against a reference (flytekitplugins-whylogs' name)."""
+
+    @staticmethod
+    def to_html(reference_data: Any, target_data: Any, *, interactive: bool = True) -> str:
+        """Profile both (pandas DataFrames, or ``DatasetProfileView`` as they are) and report per-column
+        drift as self-contained HTML, then (``interactive``) whylogs' own summary drift report."""
+        for label, value in (("reference_data", reference_data), ("target_data", target_data)):
+            if not (_is_dataframe(value) or _is_profile_view(value)):
+                raise TypeError(
+                    f"WhylogsSummaryDriftRenderer.to_html: {label} must be a pandas DataFrame or a whylogs "
+                    f"DatasetProfileView; got {type(value).__name__}"
+                )
+        from ..decks.whylogs import drift_html
+        from . import whylogs_report as report
+
+        reference, target = report.view_of(reference_data), report.view_of(target_data)
+        results, only_reference, only_target = report.drift_results(target, reference)
+        extra = report.interactive_drift_html(target, reference) if interactive else None
+        return drift_html(
+            DEFAULT_NAME, results, only_in_reference=only_reference, only_in_target=only_target, interactive_html=extra
+        )
