@@ -7,6 +7,7 @@ capture file; the HTML is memray's own report). No timing is asserted here: see 
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import re
 import subprocess
@@ -418,6 +419,8 @@ def test_in_a_task_each_capture_gets_a_deck_titled_with_its_section_up_to_a_boun
     assert "<iframe" in first and "srcdoc=" in first  # the report is isolated from the other decks
     assert external_resources(first) == []
     assert "get no deck" in decks["Memray: join #3"]  # the last one says later captures get none
+    embedded = re.search(r'srcdoc="([^"]*)"', first)
+    assert embedded is not None and html.unescape(embedded.group(1)) == handles[0].html  # memray's report, intact
     # Every handle has its numbers, with or without a deck.
     assert [h.deck_title for h in handles] == ["Memray: join", "Memray: join #2", "Memray: join #3", None, None]
     assert all(h.peak_memory is not None and h.peak_memory >= MiB for h in handles)
