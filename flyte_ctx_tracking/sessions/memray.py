@@ -323,7 +323,8 @@ class memray_profile(Session[MemrayCapture]):
         try:
             tracker.__enter__()
         except BaseException as error:
-            path.unlink(missing_ok=True)  # memray may have created it before refusing to start
+            del tracker  # memray finalizes its file when the tracker goes away: before the file goes
+            path.unlink(missing_ok=True)  # memray created it before refusing to start
             if not isinstance(error, RuntimeError) or _FOREIGN_TRACKER not in str(error):
                 raise
             raise RuntimeError(
