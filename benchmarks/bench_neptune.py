@@ -33,7 +33,7 @@ from _util import import_increment
 HERE = Path(__file__).resolve().parent
 
 PLUGIN_VENV_PYTHON = HERE / ".venv-neptune" / "bin" / "python"
-ROUNDS = 15
+ROUNDS = 25
 
 # Runs inside the plugin venv: the same local task under each decorator, interleaved.
 TASK_BENCH = """
