@@ -507,3 +507,33 @@ def test_pod_run_failure_marks_the_run_failed_and_the_task_fails_with_the_users_
 
     assert POD_SECRET not in result.output
     assert _secret_in_files(result.workdir, POD_SECRET) == []
+
+
+# ---------------------------------------------------------------------------- the core hook neptune uses
+
+
+class _ScopeFails:
+    def __enter__(self) -> None:
+        raise OSError("cannot publish")
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def test_a_scope_that_cannot_be_entered_follows_on_error() -> None:
+    from .fake_backend import FakeRun, FakeSession
+
+    class Unpublishable(FakeSession):
+        def _handle_scope(self, handle: FakeRun, plan: Any) -> Any:
+            return _ScopeFails()
+
+    warned = Unpublishable(mode="offline")
+    with pytest.warns(TrackingWarning, match="could not publish"):
+        with warned as run:
+            assert run is not None and not run.closed  # the run itself still works
+    assert run.closed
+
+    raising = Unpublishable(mode="offline", on_error="raise")
+    with pytest.raises(TrackingError, match="could not publish"):
+        with raising:
+            pass
+    assert [r.closed for r in raising.opened] == [True]  # nothing left open behind the error
