@@ -263,9 +263,16 @@ class WandbSession(TrackingSession["Run"]):
     def _log_metrics(self, handle: Run, metrics: Mapping[str, float | int]) -> None:
         handle.log(dict(metrics))
 
+    def _deck(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:
+        from ..decks import decks_enabled
+
+        if not decks_enabled():  # skip describing the run when no deck will show it
+            return None
+        return super()._deck(handle, plan, error)
+
     def _run_info(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> RunInfo:
         offline = plan.mode == "offline"
-        sync_dir = str(handle.settings.sync_dir) if offline else None
+        sync_dir = str(handle.sync_dir) if offline else None
         return RunInfo(
             backend=self.display_name,
             fields={
@@ -344,9 +351,11 @@ def _tail_has_exit_record(path: Path) -> bool | None:
 def _wait_for_exit_record(path: Path, *, timeout: float) -> None:
     """Wait (bounded) until wandb-core has written the run's transaction log out."""
     deadline = time.monotonic() + timeout
+    pause = 0.001  # the flush usually lands within milliseconds: poll fast, then back off
     try:
         while _tail_has_exit_record(path) is False and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
     except Exception:  # W&B changed its log format: do not hold the task up
         return
 
