@@ -108,6 +108,22 @@ def test_in_a_pod_the_run_is_named_after_the_pod_and_carries_the_flyte_metadata(
     assert recorded.tags == ["baseline", "flytesnacks", "development"]
 
 
+def test_a_config_wandb_reads_itself_gets_the_flyte_entry_too(pod_env: None) -> None:
+    import argparse
+
+    with wandb_session(project="fraud", config=argparse.Namespace(lr=0.2), **OFFLINE):
+        pass
+    recorded = only_run()
+    assert recorded.config["lr"] == 0.2
+    assert recorded.config["flyte"]["execution_id"] == POD
+
+
+def test_a_users_flyte_config_entry_is_kept(pod_env: None) -> None:
+    with wandb_session(project="fraud", config={"flyte": "mine"}, **OFFLINE):
+        pass
+    assert only_run().user_config == {"flyte": "mine"}
+
+
 def test_a_users_id_and_group_win_over_the_pods(pod_env: None) -> None:
     with wandb_session(project="fraud", id="my-run", group="sweep-3", **OFFLINE):
         pass
@@ -465,12 +481,7 @@ def rejecting_api() -> Iterator[str]:
 
 
 def _files_containing(text: str, *roots: Path) -> list[Path]:
-    return [
-        path
-        for root in roots
-        for path in root.rglob("*")
-        if path.is_file() and text.encode() in path.read_bytes()
-    ]
+    return [path for root in roots for path in root.rglob("*") if path.is_file() and text.encode() in path.read_bytes()]
 
 
 def test_a_key_is_used_for_this_run_only_and_never_written(

@@ -20,8 +20,10 @@ import inspect
 import os
 import shlex
 import struct
+import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -228,24 +230,28 @@ class WandbSession(TrackingSession["Run"]):
         if plan.mode == "online" and plan.api_key and not settings.api_key:
             settings.api_key = plan.api_key  # this run's settings only; offline runs never get the key
 
-        saved_auth = _session_auth()
-        try:
-            run = wandb.init(
-                project=self.project,
-                entity=self.entity,
-                id=run_id,
-                dir=str(root_dir),
-                group=self.init_kwargs.get("group") or plan.group,
-                config=config,
-                notes=notes,
-                tags=tags or None,
-                mode=plan.mode,  # type: ignore[arg-type]
-                reinit=self.init_kwargs.get("reinit", "create_new"),
-                settings=settings,
-                **kwargs,
-            )
-        finally:
-            _restore_session_auth(saved_auth)
+        arguments: dict[str, Any] = {
+            "project": self.project,
+            "entity": self.entity,
+            "id": run_id,
+            "dir": str(root_dir),
+            "group": self.init_kwargs.get("group") or plan.group,
+            "config": config,
+            "notes": notes,
+            "tags": tags or None,
+            "mode": plan.mode,
+            "reinit": self.init_kwargs.get("reinit", "create_new"),
+            "settings": settings,
+            **kwargs,
+        }
+        # Online opens log in, which sets W&B's process-wide credentials: one at a time, so that
+        # each puts back exactly what it found (offline opens never touch credentials).
+        with _ONLINE_OPEN if plan.mode == "online" else nullcontext():
+            saved_auth = _session_auth()
+            try:
+                run: Run = wandb.init(**arguments)
+            finally:
+                _restore_session_auth(saved_auth)
         if late_config:
             run.config.update(late_config, allow_val_change=True)
         _make_global_if_free(run)
@@ -290,6 +296,7 @@ class WandbSession(TrackingSession["Run"]):
         )
 
 
+_ONLINE_OPEN = threading.Lock()
 LOG_FLUSH_TIMEOUT = 15.0
 """How long closing waits, at most, for wandb-core to write the run's transaction log out."""
 _LOG_HEADER = b":W&B"
