@@ -528,3 +528,29 @@ def test_a_profile_goes_in_and_out_of_a_pod_run(pod_run: PodRunner) -> None:
     assert "whylogs drift: tx" in deck
     saved = list((result.workdir / "tracking" / "whylogs").glob("tx.*.bin"))
     assert len(saved) == 1 and saved[0].name.startswith("tx.ab3kq9x2m4n5p6r7s8t1-n0-0.")  # the pod's name
+
+
+FAILING_POD_TASK = """
+from flytekit import task
+from whylogs.core.constraints.factories import no_missing_values
+from flyte_ctx_tracking import whylogs_profile
+
+@task(enable_deck=True)
+def ingest() -> int:
+    rules = [no_missing_values(column_name="country")]
+    with whylogs_profile("tx", constraints=rules, fail_on_constraints=True, interactive=False) as prof:
+        prof.log({"country": None})
+    return 1
+"""
+
+
+def test_failing_constraints_fail_a_pod_task_with_their_names(pod_run: PodRunner) -> None:
+    result = pod_run(FAILING_POD_TASK, "ingest")
+    assert result.outputs == {}
+    assert "ConstraintsFailedError: whylogs profile 'tx': 1 of 1 constraints failed: country has no missing values" in (
+        result.error or ""
+    )
+    deck = result.deck_html or ""  # written before the task failed
+    assert (
+        "whylogs constraints: tx" in deck and "<td>country has no missing values</td><td class='bad'>FAIL</td>" in deck
+    )
