@@ -37,6 +37,7 @@ POD = f"{EXECUTION_NAME}-n0-0"
 URL = f"https://flyte.example.com/console/projects/flytesnacks/domains/development/executions/{EXECUTION_NAME}"
 OFFLINE: dict[str, Any] = {"mode": "offline"}
 FAKE_KEY = "wbkey_FSEC_0123456789abcdef0123456789abcdef"  # 40+ characters, like a real W&B key
+AMBIENT_KEY = "wbkey_ambient_0123456789abcdef0123456789ab"
 
 
 def runs() -> list[WandbRunFile]:
@@ -286,11 +287,11 @@ def test_wandb_settings_from_the_user_are_kept() -> None:
 def test_ambient_credentials_are_the_env_var_or_a_saved_login(monkeypatch: pytest.MonkeyPatch) -> None:
     session = wandb_session(project="fraud")
     assert not session._ambient_credentials()
-    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_API_KEY", AMBIENT_KEY)
     assert session._ambient_credentials()
     monkeypatch.delenv("WANDB_API_KEY")
     netrc = Path.home() / ".netrc"
-    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {FAKE_KEY}\n")
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {AMBIENT_KEY}\n")
     netrc.chmod(0o600)
     assert session._ambient_credentials()
     assert not wandb_session(api_host="https://wandb.internal.example.com")._ambient_credentials()
@@ -485,7 +486,7 @@ def _files_containing(text: str, *roots: Path) -> list[Path]:
 
 
 def test_a_key_is_used_for_this_run_only_and_never_written(
-    rejecting_api: str, capfd: pytest.CaptureFixture[str]
+    rejecting_api: str, capfd: pytest.CaptureFixture[str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Online with a key against an API that rejects it: the run falls back offline, and afterwards
     no login is left in the process, no ~/.netrc exists, and the key is in no file and no output."""
@@ -507,7 +508,8 @@ def test_a_key_is_used_for_this_run_only_and_never_written(
     out = capfd.readouterr()
     assert FAKE_KEY not in out.out + out.err
     assert FAKE_KEY not in "".join(messages)
-    assert _files_containing(FAKE_KEY, tracking_root(), Path.home()) == []
+    # wandb-core's own logs go under the HOME of the first test that started it: search every test's dirs.
+    assert _files_containing(FAKE_KEY, tracking_root(), Path.home(), tmp_path_factory.getbasetemp()) == []
 
 
 def test_on_error_raise_reports_the_failure_without_the_key(rejecting_api: str) -> None:
