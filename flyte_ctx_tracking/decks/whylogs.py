@@ -80,6 +80,10 @@ def _number(value: float | int | None) -> str:
     return f"{value:.6g}"
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def _header(title: str, lines: Sequence[str]) -> str:
     body = "".join(f"<p style='margin:2px 0'>{line}</p>" for line in lines)
     return f"{_STYLE}<div class='fct-wl'><h3 style='margin-top:0'>{escape(title)}</h3>{body}"
@@ -103,10 +107,10 @@ def profile_summary_html(
     """The profile summary deck: the profile's name, then one row per column."""
     lines = []
     if rows is not None:
-        logged = f"{rows:,} rows logged" + (f" in {chunks:,} chunks" if chunks is not None else "")
-        lines.append(f"{escape(logged)}, {len(columns)} columns.")
+        logged = _plural(rows, "row") + " logged" + (f" in {_plural(chunks, 'chunk')}" if chunks is not None else "")
+        lines.append(f"{escape(logged)}, {_plural(len(columns), 'column')}.")
     else:
-        lines.append(f"{len(columns)} columns.")
+        lines.append(f"{_plural(len(columns), 'column')}.")
     if error is not None:
         lines.append(
             f"<span class='bad'>The block raised {escape(type(error).__name__)}</span>: "
