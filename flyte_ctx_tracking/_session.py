@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar, cast, get_args
 
 from ._context import ExecutionContext, execution_context
 from ._secrets import SecretSpec, describe_secret, redact, resolve_secret, validate_secret
+from ._validate import check_choice
 
 __all__ = [
     "KINDS",
@@ -74,13 +75,6 @@ class TrackingError(RuntimeError):
 def tracking_root() -> Path:
     """Where the library writes local data: ``$FLYTE_CTX_TRACKING_DIR``, else ``./.flyte-ctx-tracking``."""
     return Path(os.environ.get(TRACKING_DIR_ENV_VAR) or DEFAULT_TRACKING_DIR).absolute()
-
-
-def check_choice(owner: str, name: str, value: object, accepted: tuple[str, ...]) -> None:
-    """Raise ``ValueError`` naming the bad value and the accepted ones."""
-    if value not in accepted:
-        choices = ", ".join(repr(choice) for choice in accepted)
-        raise ValueError(f"{owner}: {name}={value!r} is not supported; use one of {choices}")
 
 
 @dataclass(frozen=True)
@@ -406,7 +400,7 @@ class Session(Generic[HandleT]):
                 handle = self._open(plan)
             except Exception as offline_error:
                 self._backend_failure(f"could not start {self.display_name} offline either", offline_error, api_key)
-                return _OpenState(None, plan)
+                return _OpenState(self._inactive_handle(), None)
         if plan.fallback_reason is not None:
             self._warn_offline(handle, plan)
         return _OpenState(handle, plan, self._enter_scope(handle, plan))

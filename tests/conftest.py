@@ -18,6 +18,16 @@ from typing import Any
 
 import pytest
 
+# The backends' own telemetry (whylogs usage stats, comet_ml's and wandb's Sentry reports) would try
+# to reach the internet; the suite runs with no network, so it is switched off for the whole run,
+# pods included (they inherit this environment).
+for _name, _value in {
+    "WHYLOGS_NO_ANALYTICS": "1",
+    "COMET_ERROR_TRACKING_ENABLE": "false",
+    "WANDB_ERROR_REPORTING": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
 REPO = Path(__file__).resolve().parent.parent
 EXECUTION_NAME = "ab3kq9x2m4n5p6r7s8t1"
 NODE_ID = "n0"

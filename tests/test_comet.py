@@ -280,7 +280,7 @@ def test_keys_distinct_by_rank_with_all_ranks(monkeypatch: pytest.MonkeyPatch) -
         ({"api_key": "x"}, TypeError, "secret="),
         ({"online": True}, TypeError, "mode='online'"),
         ({"log_everything": True}, TypeError, "log_everything"),
-        ({"tags": "one"}, TypeError, "list of strings"),
+        ({"tags": "one"}, TypeError, "tags=.one.*a list of str"),
         ({"secret": "plain-text-key"}, TypeError, "secret="),
     ],
 )

@@ -15,9 +15,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-# whylogs sends usage telemetry to stats.whylogs.com unless told not to: tests stay offline.
-os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "1")
-
 import numpy as np
 import pandas as pd
 import pytest

@@ -35,6 +35,7 @@ from .._context import ExecutionContext
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, redact
 from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession
+from .._validate import check_str, check_str_list, check_url
 
 if TYPE_CHECKING:
     from comet_ml import ExperimentConfig
@@ -178,7 +179,35 @@ def _caller_file() -> str | None:
 
 
 class CometSession(TrackingSession["CometExperiment"]):
-    """A Comet experiment around a block: see :func:`comet_session`."""
+    """A Comet experiment around a block: ``with comet_session(...) as experiment:``.
+
+    The block gets the real ``comet_ml`` experiment, started with ``comet_ml.start`` and ended when
+    the block exits (as failed when it raises); inside, ``comet_ml.get_running_experiment()`` and
+    ``current_run("comet")`` return it. Also usable as ``async with`` and as a decorator.
+
+    Args:
+        project_name: the Comet project (Comet's default when None).
+        workspace: the Comet workspace (Comet's default when None).
+        secret: a flytekit ``Secret`` or a callable holding the API key. The key is given to this
+            experiment only: no ``comet_ml.login``, no config file, no environment variable.
+        experiment_key: the experiment's key (alphanumeric, 32-50 characters). None: in remote runs
+            the key flytekitplugins-comet-ml derives from the pod name; locally a fresh one.
+        host: the Comet server, used for Flyte console links (``get_extra_config``).
+        mode: ``"auto"`` (online with a key, else offline with one warning), ``"online"``,
+            ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE`` overrides it.
+        on_error: what a failure of Comet itself does: ``"warn"`` (the block runs on) or ``"raise"``.
+        all_ranks: with ``WORLD_SIZE > 1``, give every rank its own experiment (keys distinct by
+            rank) instead of rank 0 only.
+        offline_directory: where offline archives go (default ``$FLYTE_CTX_TRACKING_DIR/comet``).
+        experiment_config: a ``comet_ml.ExperimentConfig``, instead of its keyword arguments.
+        **login_kwargs: ``comet_ml.ExperimentConfig`` arguments (``tags``, ``name``, ``log_code``,
+            ``auto_metric_logging``, ``log_env_cpu``...), ``start_mode`` (comet_ml.start's
+            ``mode``) and ``source``.
+
+    Raises:
+        ValueError: an experiment key Comet would reject, an unknown ``mode`` or ``on_error``.
+        TypeError: an unknown keyword argument, or a secret of an unsupported type.
+    """
 
     kind: ClassVar[str] = "comet"
     display_name: ClassVar[str] = "Comet"
@@ -201,16 +230,14 @@ class CometSession(TrackingSession["CometExperiment"]):
         **login_kwargs: Any,
     ) -> None:
         owner = type(self).__name__
-        for name, value in (("project_name", project_name), ("workspace", workspace)):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{owner}: {name}={value!r} is not accepted; pass a non-empty string or None")
+        check_str(owner, "project_name", project_name, non_empty=True)
+        check_str(owner, "workspace", workspace, non_empty=True)
         if experiment_key is not None and not is_valid_experiment_key(experiment_key):
             raise ValueError(
                 f"{owner}: experiment_key={experiment_key!r} is not accepted by Comet; an experiment key must be "
                 "alphanumeric (A-Z, a-z, 0-9) and 32 to 50 characters long, or None to let the session choose one"
             )
-        if not isinstance(host, str) or not host.startswith(("https://", "http://")):
-            raise ValueError(f"{owner}: host={host!r} is not accepted; pass the URL of the Comet server (https://...)")
+        check_url(owner, "host", host)
         start_kwargs: dict[str, Any] = {}
         config_kwargs: dict[str, Any] = {}
         for name, value in login_kwargs.items():
@@ -224,10 +251,7 @@ class CometSession(TrackingSession["CometExperiment"]):
                 accepted = ", ".join(sorted({*_EXPERIMENT_CONFIG_KWARGS, *_START_KWARGS}))
                 raise TypeError(f"{owner}: unknown keyword argument {name}=; Comet accepts: {accepted}")
         if "tags" in config_kwargs:
-            tags = config_kwargs["tags"]
-            if isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags or ()):
-                raise TypeError(f"{owner}: tags={tags!r} is not accepted; pass a list of strings")
-            config_kwargs["tags"] = list(tags or ())
+            config_kwargs["tags"] = check_str_list(owner, "tags", config_kwargs["tags"]) or []
         if experiment_config is not None:
             if config_kwargs:
                 raise TypeError(
@@ -388,62 +412,8 @@ class CometSession(TrackingSession["CometExperiment"]):
         return Path(directory) / str(name_of())
 
 
-def comet_session(
-    project_name: str | None = None,
-    workspace: str | None = None,
-    secret: SecretSpec = None,
-    experiment_key: str | None = None,
-    host: str = DEFAULT_HOST,
-    *,
-    mode: Mode = "auto",
-    on_error: OnError = "warn",
-    all_ranks: bool = False,
-    offline_directory: str | os.PathLike[str] | None = None,
-    experiment_config: ExperimentConfig | None = None,
-    **login_kwargs: Any,
-) -> CometSession:
-    """A Comet experiment around a block: ``with comet_session(...) as experiment:``.
-
-    The block gets the real ``comet_ml`` experiment, started with ``comet_ml.start`` and ended when
-    the block exits (as failed when it raises); inside, ``comet_ml.get_running_experiment()`` and
-    ``current_run("comet")`` return it. Also usable as ``async with`` and as a decorator.
-
-    Args:
-        project_name: the Comet project (Comet's default when None).
-        workspace: the Comet workspace (Comet's default when None).
-        secret: a flytekit ``Secret`` or a callable holding the API key. The key is given to this
-            experiment only: no ``comet_ml.login``, no config file, no environment variable.
-        experiment_key: the experiment's key (alphanumeric, 32-50 characters). None: in remote runs
-            the key flytekitplugins-comet-ml derives from the pod name; locally a fresh one.
-        host: the Comet server, used for Flyte console links (``get_extra_config``).
-        mode: ``"auto"`` (online with a key, else offline with one warning), ``"online"``,
-            ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE`` overrides it.
-        on_error: what a failure of Comet itself does: ``"warn"`` (the block runs on) or ``"raise"``.
-        all_ranks: with ``WORLD_SIZE > 1``, give every rank its own experiment (keys distinct by
-            rank) instead of rank 0 only.
-        offline_directory: where offline archives go (default ``$FLYTE_CTX_TRACKING_DIR/comet``).
-        experiment_config: a ``comet_ml.ExperimentConfig``, instead of its keyword arguments.
-        **login_kwargs: ``comet_ml.ExperimentConfig`` arguments (``tags``, ``name``, ``log_code``,
-            ``auto_metric_logging``, ``log_env_cpu``...), ``start_mode`` (comet_ml.start's
-            ``mode``) and ``source``.
-
-    Raises:
-        ValueError: an experiment key Comet would reject, an unknown ``mode`` or ``on_error``.
-        TypeError: an unknown keyword argument, or a secret of an unsupported type.
-    """
-    return CometSession(
-        project_name,
-        workspace,
-        secret,
-        experiment_key,
-        host,
-        mode=mode,
-        on_error=on_error,
-        all_ranks=all_ranks,
-        offline_directory=offline_directory,
-        experiment_config=experiment_config,
-        **login_kwargs,
-    )
+comet_session = CometSession
+"""The public name of :class:`CometSession`: ``with comet_session(...) as handle:``."""
 
 
 class _comet_ml_login_class(SessionDecorator):  # the spelling flytekitplugins-comet-ml documents

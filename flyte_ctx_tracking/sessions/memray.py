@@ -14,7 +14,6 @@ own) makes the section run unprofiled, with a warning.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 import uuid
@@ -26,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 from .._decorator import SessionDecorator
 from .._session import OnError, OpenPlan, Session, TrackingWarning, log_to_active_trackers
+from .._validate import check_bool, check_positive_int, file_stem
 from ..decks.memray import (
     HTML_REPORTERS,
     Report,
@@ -171,12 +171,6 @@ class MemrayCapture:
         )
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"memray_profile: {name} must be True or False, not {value!r}")
-    return value
-
-
 def _caller_name(depth: int) -> str:
     """The name of the function that created the session, for a section without a name."""
     try:
@@ -184,10 +178,6 @@ def _caller_name(depth: int) -> str:
     except ValueError:
         return "profile"
     return name if name.isidentifier() else "profile"
-
-
-def _file_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:60] or "profile"
 
 
 def _top_sites(reader: Any, native: bool, limit: int) -> tuple[AllocationSite, ...]:
@@ -257,19 +247,13 @@ class memray_profile(Session[MemrayCapture]):
             raise TypeError(f"memray_profile: name must be a non-empty string or None, not {name!r}")
         self._named = name is not None
         self.name: str = name if name is not None else _caller_name(2)
-        self.native_traces = _check_bool("native_traces", native_traces)
-        self.trace_python_allocators = _check_bool("trace_python_allocators", trace_python_allocators)
-        self.follow_fork = _check_bool("follow_fork", follow_fork)
-        self.deck = _check_bool("deck", deck)
-        self.log_to_trackers = _check_bool("log_to_trackers", log_to_trackers)
-        if isinstance(memory_interval_ms, bool) or not isinstance(memory_interval_ms, int) or memory_interval_ms < 1:
-            raise ValueError(
-                f"memray_profile: memory_interval_ms must be a positive integer, not {memory_interval_ms!r}"
-            )
-        self.memory_interval_ms = memory_interval_ms
-        if isinstance(max_report_bytes, bool) or not isinstance(max_report_bytes, int) or max_report_bytes < 1:
-            raise ValueError(f"memray_profile: max_report_bytes must be a positive integer, not {max_report_bytes!r}")
-        self.max_report_bytes = max_report_bytes
+        self.native_traces = check_bool("memray_profile", "native_traces", native_traces)
+        self.trace_python_allocators = check_bool("memray_profile", "trace_python_allocators", trace_python_allocators)
+        self.follow_fork = check_bool("memray_profile", "follow_fork", follow_fork)
+        self.deck = check_bool("memray_profile", "deck", deck)
+        self.log_to_trackers = check_bool("memray_profile", "log_to_trackers", log_to_trackers)
+        self.memory_interval_ms = check_positive_int("memray_profile", "memory_interval_ms", memory_interval_ms)
+        self.max_report_bytes = check_positive_int("memray_profile", "max_report_bytes", max_report_bytes)
         if memray_html_reporter not in HTML_REPORTERS:
             raise ValueError(
                 f"{memray_html_reporter} is not a supported html reporter. Supported: 'flamegraph', 'table'."
@@ -312,7 +296,7 @@ class memray_profile(Session[MemrayCapture]):
         import memray
 
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        path = plan.directory / f"{_file_stem(self.name)}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin"
+        path = plan.directory / f"{file_stem(self.name, 'profile')}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin"
         tracker = memray.Tracker(
             os.fspath(path),
             native_traces=self.native_traces,

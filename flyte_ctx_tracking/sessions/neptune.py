@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, describe_secret, redact
 from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession
+from .._validate import check_str, check_str_list, check_url
 
 if TYPE_CHECKING:
     from neptune import Run
@@ -76,21 +77,15 @@ _DATA_DIRECTORY_LOCK = threading.Lock()
 _PUSHED_FROM = traceback.FrameSummary(__file__, 0, "neptune_session")
 
 
-def _check_str(owner: str, name: str, value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{owner}: {name}={value!r} is a {type(value).__name__}; pass a str or None")
-
-
 def _validate(project: object, host: object, init_run_kwargs: Mapping[str, Any]) -> None:
     """Raise ``ValueError``/``TypeError`` for arguments neptune would reject when the run opens."""
     owner = "neptune_session"
-    _check_str(owner, "project", project)
+    check_str(owner, "project", project)
     if isinstance(project, str) and not _PROJECT.match(project):
         raise ValueError(
             f"{owner}: project={project!r} is not a Neptune project name; use 'workspace-name/project-name'"
         )
-    if not isinstance(host, str) or not host.startswith(("https://", "http://")):
-        raise ValueError(f"{owner}: host={host!r} is not a URL; use e.g. {DEFAULT_HOST!r}")
+    check_url(owner, "host", host)
     if "api_token" in init_run_kwargs:
         raise TypeError(
             f"{owner}: api_token= is not accepted; pass secret=Secret(group=..., key=...) (or a callable) "
@@ -103,7 +98,7 @@ def _validate(project: object, host: object, init_run_kwargs: Mapping[str, Any])
             f"{', '.join(sorted(INIT_RUN_KWARGS))} (mode= is the session's own: auto, online, offline, disabled)"
         )
     for name in ("with_id", "custom_run_id", "name", "description"):
-        _check_str(owner, name, init_run_kwargs.get(name))
+        check_str(owner, name, init_run_kwargs.get(name))
     if init_run_kwargs.get("with_id") and init_run_kwargs.get("custom_run_id"):
         raise ValueError(f"{owner}: with_id and custom_run_id exclude each other; pass one of them")
     custom_run_id = init_run_kwargs.get("custom_run_id")
@@ -112,10 +107,7 @@ def _validate(project: object, host: object, init_run_kwargs: Mapping[str, Any])
             f"{owner}: custom_run_id={custom_run_id!r} has {len(custom_run_id)} characters; "
             f"Neptune accepts 1 to {CUSTOM_RUN_ID_MAX_LENGTH}"
         )
-    tags = init_run_kwargs.get("tags")
-    tags_ok = isinstance(tags, (list, tuple, set, frozenset)) and all(isinstance(tag, str) for tag in tags)
-    if tags is not None and not isinstance(tags, str) and not tags_ok:
-        raise TypeError(f"{owner}: tags={tags!r} is not accepted; pass a str or a list of str")
+    check_str_list(owner, "tags", init_run_kwargs.get("tags"), allow_str=True)
 
 
 def derived_custom_run_id(plan: OpenPlan) -> str | None:
@@ -185,9 +177,30 @@ def _published_in_flytekit(run: Run) -> Iterator[None]:
 
 
 class NeptuneSession(TrackingSession["Run"]):
-    """A Neptune run (``neptune`` 1.x) around a block of code or a task.
+    """A Neptune run around a block of code: ``with neptune_session(...) as run: run["x"] = 1``.
 
-    Build it with :func:`neptune_session`; see there for the parameters.
+    The block gets the real ``neptune.Run``; inside it ``current_run("neptune")`` and
+    ``flytekit.current_context().neptune_run`` return it too. The run carries the Flyte execution's
+    metadata under ``flyte/`` and is stopped when the block ends (``sys/failed`` and ``flyte/error/*``
+    set when it raised; the exception propagates unchanged).
+
+    Args:
+        project: ``"workspace-name/project-name"``; None uses ``NEPTUNE_PROJECT`` (online only).
+        secret: the API token: a flytekit ``Secret``, a callable returning it, or None to use
+            ``NEPTUNE_API_TOKEN``. Without a token, ``mode="auto"`` runs offline.
+        host: the Neptune app's URL, for Flyte console links (the token itself names the server).
+        mode: ``"auto"``, ``"online"``, ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE``
+            overrides it for a whole process.
+        on_error: ``"warn"`` (Neptune failing never fails the task) or ``"raise"``.
+        directory: where offline and async data go (in ``<directory>/.neptune``); default
+            ``$FLYTE_CTX_TRACKING_DIR/neptune``.
+        all_ranks: in distributed training every rank logs into the one run (shared
+            ``custom_run_id``) instead of rank 0 only.
+        **init_run_kwargs: passed to ``neptune.init_run`` (``tags``, ``name``, ``description``,
+            ``custom_run_id``, ``with_id``, ``capture_hardware_metrics``, ...).
+
+    Raises:
+        ValueError, TypeError: right away, for arguments Neptune would reject.
     """
 
     kind: ClassVar[str] = "neptune"
@@ -335,52 +348,8 @@ class NeptuneSession(TrackingSession["Run"]):
         return f"NeptuneSession(project={self.project!r}, mode={self.mode!r}, secret={describe_secret(self.secret)})"
 
 
-def neptune_session(
-    project: str | None = None,
-    secret: SecretSpec = None,
-    host: str = DEFAULT_HOST,
-    *,
-    mode: Mode = "auto",
-    on_error: OnError = "warn",
-    directory: str | os.PathLike[str] | None = None,
-    all_ranks: bool = False,
-    **init_run_kwargs: Any,
-) -> NeptuneSession:
-    """A Neptune run around a block of code: ``with neptune_session(...) as run: run["x"] = 1``.
-
-    The block gets the real ``neptune.Run``; inside it ``current_run("neptune")`` and
-    ``flytekit.current_context().neptune_run`` return it too. The run carries the Flyte execution's
-    metadata under ``flyte/`` and is stopped when the block ends (``sys/failed`` and ``flyte/error/*``
-    set when it raised; the exception propagates unchanged).
-
-    Args:
-        project: ``"workspace-name/project-name"``; None uses ``NEPTUNE_PROJECT`` (online only).
-        secret: the API token: a flytekit ``Secret``, a callable returning it, or None to use
-            ``NEPTUNE_API_TOKEN``. Without a token, ``mode="auto"`` runs offline.
-        host: the Neptune app's URL, for Flyte console links (the token itself names the server).
-        mode: ``"auto"``, ``"online"``, ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE``
-            overrides it for a whole process.
-        on_error: ``"warn"`` (Neptune failing never fails the task) or ``"raise"``.
-        directory: where offline and async data go (in ``<directory>/.neptune``); default
-            ``$FLYTE_CTX_TRACKING_DIR/neptune``.
-        all_ranks: in distributed training every rank logs into the one run (shared
-            ``custom_run_id``) instead of rank 0 only.
-        **init_run_kwargs: passed to ``neptune.init_run`` (``tags``, ``name``, ``description``,
-            ``custom_run_id``, ``with_id``, ``capture_hardware_metrics``, ...).
-
-    Raises:
-        ValueError, TypeError: right away, for arguments Neptune would reject.
-    """
-    return NeptuneSession(
-        project,
-        secret,
-        host,
-        mode=mode,
-        on_error=on_error,
-        directory=directory,
-        all_ranks=all_ranks,
-        **init_run_kwargs,
-    )
+neptune_session = NeptuneSession
+"""The public name of :class:`NeptuneSession`: ``with neptune_session(...) as handle:``."""
 
 
 class _neptune_init_run_class(SessionDecorator):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, describe_secret
 from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession
+from .._validate import check_str, check_str_list, check_url
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -81,12 +82,6 @@ def _check_project(owner: str, project: object) -> None:
         )
 
 
-def _check_str(owner: str, name: str, value: object, *, optional: bool = True) -> None:
-    if (value is None and optional) or isinstance(value, str):
-        return
-    raise TypeError(f"{owner}: {name}={value!r} is not accepted; pass a str{' or None' if optional else ''}")
-
-
 def _nested(metadata: Mapping[str, str]) -> dict[str, Any]:
     """``{"flyte/task/name": v}`` as ``{"task": {"name": v}}``: how W&B shows nested config."""
     tree: dict[str, Any] = {}
@@ -109,7 +104,34 @@ def _exit_code(error: BaseException | None) -> int:
 
 
 class WandbSession(TrackingSession["Run"]):
-    """A W&B run around a block, a function or a task; see :func:`wandb_session`."""
+    """A W&B run around a block (``with``/``async with``), a function or a task (as a decorator).
+
+    ``with wandb_session(...) as run`` yields the real ``wandb`` Run; inside, ``current_run("wandb")``
+    returns it. The run finishes when the block ends: exit code 0 on success, non-zero when the block
+    raised (the exception then propagates unchanged).
+
+    Args:
+        project: the W&B project; None lets W&B choose (``WANDB_PROJECT`` or "uncategorized").
+        entity: the user or team; None uses the key's default entity.
+        secret: a flytekit ``Secret`` holding the API key, or a callable returning it. Without one,
+            ``WANDB_API_KEY`` or a saved ``wandb login`` are used; with none of them the run is offline.
+        id: the run id. Default: the pod name in Flyte runs (as flytekitplugins-wandb, so console links
+            keep working), a fresh id locally. W&B rejects ids containing any of ``:;,#?/'``.
+        host: the W&B app URL (for links).
+        api_host: the W&B API URL the key authenticates against.
+        mode: ``"auto"`` (online with a key, else offline with one warning), ``"online"``,
+            ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE`` overrides it.
+        on_error: what a failure of W&B itself does: ``"warn"`` (the block runs on) or ``"raise"``.
+        all_ranks: in distributed training, give every rank its own run (ids distinct by rank, one
+            group) instead of tracking on rank 0 only.
+        **init_kwargs: passed to ``wandb.init`` (``config``, ``tags``, ``notes``, ``group``, ``dir``,
+            ``name``, ``job_type``, ``settings``...). ``config``, ``notes`` and ``tags`` are kept and
+            extended with the Flyte metadata; ``group`` wins over the node's default group.
+
+    Raises:
+        ValueError: an invalid run id or project name, an unknown ``mode`` or ``on_error``.
+        TypeError: a secret, path or tag of the wrong type.
+    """
 
     kind = "wandb"
     display_name = "Weights & Biases"
@@ -132,10 +154,10 @@ class WandbSession(TrackingSession["Run"]):
     ) -> None:
         owner = "wandb_session"
         _check_project(owner, project)
-        _check_str(owner, "entity", entity)
+        check_str(owner, "entity", entity)
         _check_run_id(owner, id)
-        _check_str(owner, "host", host, optional=False)
-        _check_str(owner, "api_host", api_host, optional=False)
+        check_url(owner, "host", host)
+        check_url(owner, "api_host", api_host)
         for name in ("id", "project", "entity"):
             if name in init_kwargs:  # only reachable through **{...}: the named parameters take them
                 raise TypeError(f"{owner}: {name} was given twice")
@@ -145,11 +167,9 @@ class WandbSession(TrackingSession["Run"]):
                 f"{owner}: dir={directory!r} is not accepted; pass a path (str or os.PathLike). "
                 "(@wandb_init also accepts a FlyteDirectory or the name of a task parameter holding one.)"
             )
-        _check_str(owner, "group", init_kwargs.get("group"))
-        _check_str(owner, "notes", init_kwargs.get("notes"))
-        tags = init_kwargs.get("tags")
-        if tags is not None and (isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags)):
-            raise TypeError(f"{owner}: tags={tags!r} is not accepted; pass a list of str")
+        check_str(owner, "group", init_kwargs.get("group"))
+        check_str(owner, "notes", init_kwargs.get("notes"))
+        check_str_list(owner, "tags", init_kwargs.get("tags"))
         super().__init__(mode=mode, on_error=on_error, secret=secret, directory=directory, all_ranks=all_ranks)
         self.project = project
         self.entity = entity
@@ -405,59 +425,8 @@ def _make_global_if_free(run: Run) -> None:
         return
 
 
-def wandb_session(
-    project: str | None = None,
-    entity: str | None = None,
-    secret: SecretSpec = None,
-    id: str | None = None,  # wandb.init's and flytekitplugins-wandb's name
-    host: str = DEFAULT_HOST,
-    api_host: str = DEFAULT_API_HOST,
-    *,
-    mode: Mode = "auto",
-    on_error: OnError = "warn",
-    all_ranks: bool = False,
-    **init_kwargs: Any,
-) -> WandbSession:
-    """A W&B run around a block (``with``/``async with``), a function or a task (as a decorator).
-
-    ``with wandb_session(...) as run`` yields the real ``wandb`` Run; inside, ``current_run("wandb")``
-    returns it. The run finishes when the block ends: exit code 0 on success, non-zero when the block
-    raised (the exception then propagates unchanged).
-
-    Args:
-        project: the W&B project; None lets W&B choose (``WANDB_PROJECT`` or "uncategorized").
-        entity: the user or team; None uses the key's default entity.
-        secret: a flytekit ``Secret`` holding the API key, or a callable returning it. Without one,
-            ``WANDB_API_KEY`` or a saved ``wandb login`` are used; with none of them the run is offline.
-        id: the run id. Default: the pod name in Flyte runs (as flytekitplugins-wandb, so console links
-            keep working), a fresh id locally. W&B rejects ids containing any of ``:;,#?/'``.
-        host: the W&B app URL (for links).
-        api_host: the W&B API URL the key authenticates against.
-        mode: ``"auto"`` (online with a key, else offline with one warning), ``"online"``,
-            ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE`` overrides it.
-        on_error: what a failure of W&B itself does: ``"warn"`` (the block runs on) or ``"raise"``.
-        all_ranks: in distributed training, give every rank its own run (ids distinct by rank, one
-            group) instead of tracking on rank 0 only.
-        **init_kwargs: passed to ``wandb.init`` (``config``, ``tags``, ``notes``, ``group``, ``dir``,
-            ``name``, ``job_type``, ``settings``...). ``config``, ``notes`` and ``tags`` are kept and
-            extended with the Flyte metadata; ``group`` wins over the node's default group.
-
-    Raises:
-        ValueError: an invalid run id or project name, an unknown ``mode`` or ``on_error``.
-        TypeError: a secret, path or tag of the wrong type.
-    """
-    return WandbSession(
-        project,
-        entity,
-        secret,
-        id,
-        host,
-        api_host,
-        mode=mode,
-        on_error=on_error,
-        all_ranks=all_ranks,
-        **init_kwargs,
-    )
+wandb_session = WandbSession
+"""The public name of :class:`WandbSession`: ``with wandb_session(...) as handle:``."""
 
 
 class wandb_init(SessionDecorator):  # lowercase: the name flytekitplugins-wandb users import

@@ -14,7 +14,6 @@ whylogs is imported only when a profile opens, and always after the numpy-2 step
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._session import Mode, OnError, OpenPlan, Session, log_to_active_trackers
+from .._validate import file_stem
 from ..decks.whylogs import ColumnSummary, ConstraintResult, DriftResult
 
 if TYPE_CHECKING:
@@ -117,10 +117,6 @@ def _is_constraints(value: object) -> bool:
     return isinstance(value, Constraints)
 
 
-def _file_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or DEFAULT_NAME
-
-
 class WhylogsProfile:
     """The handle of a ``whylogs_profile`` block: log data into it, read the profile back.
 
@@ -205,7 +201,41 @@ class WhylogsProfile:
 
 
 class WhylogsProfileSession(Session[WhylogsProfile]):
-    """A whylogs profile around a block, a function or a task; built by :func:`whylogs_profile`."""
+    """A whylogs profile of the data a block logs (``with``/``async with``), or of a function or task
+    (as a decorator).
+
+    ``with whylogs_profile("transactions") as prof`` yields a :class:`WhylogsProfile`: call
+    ``prof.log(chunk)`` for each DataFrame chunk or dict row (they fold into one profile, so memory
+    follows the chunk) and ``prof.view()`` for the ``DatasetProfileView`` (a task may return it: it is
+    a Flyte type). Inside, ``current_run("whylogs")`` returns the handle. When the block ends, also
+    when it raised (the exception then propagates unchanged), the profile is saved under
+    ``$FLYTE_CTX_TRACKING_DIR/whylogs/`` and summarized in decks.
+
+    Args:
+        name: the profile's name in decks, files and tracker metrics. Default: the decorated
+            function's name, else the task's name, else ``"profile"``.
+        reference: a pandas DataFrame or a ``DatasetProfileView`` to compare with: adds a drift deck
+            (KS test for numbers, chi-square for the rest) and :attr:`WhylogsProfile.drift`.
+        constraints: a callable taking the ``DatasetProfileView`` and returning whylogs
+            ``Constraints``, or a list of whylogs constraints (``whylogs.core.constraints.factories``,
+            ``MetricConstraint``...) to build on the view. Adds a constraints deck and
+            :attr:`WhylogsProfile.constraints`. A constraint on a column that was never logged fails.
+        fail_on_constraints: raise :class:`ConstraintsFailedError`, naming the failed constraints,
+            after the decks are written (not when the block itself raised: its exception wins).
+        deck: add the decks (when the task's decks are on).
+        interactive: append whylogs' own interactive reports, folded, below the decks' tables. They
+            load their scripts from public CDNs and stay blank without internet access.
+        log_to_trackers: log the per-column summary (``whylogs/<name>/<column>/count``,
+            ``null_count``, ``mean``, ``min``, ``max``) to the active W&B, Comet or Neptune run.
+        mode: ``"disabled"`` turns profiling off (``log`` drops data, ``view`` is empty); the other
+            modes profile. ``FLYTE_CTX_TRACKING_MODE`` overrides it.
+        on_error: what a failure of whylogs itself does: ``"warn"`` (the block runs on) or ``"raise"``.
+        directory: where profiles are saved; default ``$FLYTE_CTX_TRACKING_DIR/whylogs``.
+
+    Raises:
+        TypeError: a name, reference, constraint or flag of the wrong type.
+        ValueError: ``fail_on_constraints=True`` without constraints, an unknown ``mode`` or ``on_error``.
+    """
 
     kind: ClassVar[str] = "whylogs"
     display_name: ClassVar[str] = "whylogs"
@@ -337,8 +367,8 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
 
         def save() -> None:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
-            run = f".{_file_stem(plan.run_id)}" if plan.run_id else ""
-            path = plan.directory / f"{_file_stem(handle.name)}{run}.{stamp}.bin"
+            run = f".{file_stem(plan.run_id, DEFAULT_NAME)}" if plan.run_id else ""
+            path = plan.directory / f"{file_stem(handle.name, DEFAULT_NAME)}{run}.{stamp}.bin"
             path.write_bytes(view.serialize())
             handle.path = path
 
@@ -448,66 +478,8 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
             raise ConstraintsFailedError(handle.name, handle.failed_constraints, handle.constraints)
 
 
-def whylogs_profile(
-    name: str | None = None,
-    *,
-    reference: Any = None,
-    constraints: Callable[[DatasetProfileView], Constraints] | Sequence[Any] | Constraints | None = None,
-    fail_on_constraints: bool = False,
-    deck: bool = True,
-    interactive: bool = True,
-    log_to_trackers: bool = True,
-    mode: Mode = "auto",
-    on_error: OnError = "warn",
-    directory: str | Path | None = None,
-) -> WhylogsProfileSession:
-    """A whylogs profile of the data a block logs (``with``/``async with``), or of a function or task
-    (as a decorator).
-
-    ``with whylogs_profile("transactions") as prof`` yields a :class:`WhylogsProfile`: call
-    ``prof.log(chunk)`` for each DataFrame chunk or dict row (they fold into one profile, so memory
-    follows the chunk) and ``prof.view()`` for the ``DatasetProfileView`` (a task may return it: it is
-    a Flyte type). Inside, ``current_run("whylogs")`` returns the handle. When the block ends, also
-    when it raised (the exception then propagates unchanged), the profile is saved under
-    ``$FLYTE_CTX_TRACKING_DIR/whylogs/`` and summarized in decks.
-
-    Args:
-        name: the profile's name in decks, files and tracker metrics. Default: the decorated
-            function's name, else the task's name, else ``"profile"``.
-        reference: a pandas DataFrame or a ``DatasetProfileView`` to compare with: adds a drift deck
-            (KS test for numbers, chi-square for the rest) and :attr:`WhylogsProfile.drift`.
-        constraints: a callable taking the ``DatasetProfileView`` and returning whylogs
-            ``Constraints``, or a list of whylogs constraints (``whylogs.core.constraints.factories``,
-            ``MetricConstraint``...) to build on the view. Adds a constraints deck and
-            :attr:`WhylogsProfile.constraints`. A constraint on a column that was never logged fails.
-        fail_on_constraints: raise :class:`ConstraintsFailedError`, naming the failed constraints,
-            after the decks are written (not when the block itself raised: its exception wins).
-        deck: add the decks (when the task's decks are on).
-        interactive: append whylogs' own interactive reports, folded, below the decks' tables. They
-            load their scripts from public CDNs and stay blank without internet access.
-        log_to_trackers: log the per-column summary (``whylogs/<name>/<column>/count``,
-            ``null_count``, ``mean``, ``min``, ``max``) to the active W&B, Comet or Neptune run.
-        mode: ``"disabled"`` turns profiling off (``log`` drops data, ``view`` is empty); the other
-            modes profile. ``FLYTE_CTX_TRACKING_MODE`` overrides it.
-        on_error: what a failure of whylogs itself does: ``"warn"`` (the block runs on) or ``"raise"``.
-        directory: where profiles are saved; default ``$FLYTE_CTX_TRACKING_DIR/whylogs``.
-
-    Raises:
-        TypeError: a name, reference, constraint or flag of the wrong type.
-        ValueError: ``fail_on_constraints=True`` without constraints, an unknown ``mode`` or ``on_error``.
-    """
-    return WhylogsProfileSession(
-        name,
-        reference=reference,
-        constraints=constraints,
-        fail_on_constraints=fail_on_constraints,
-        deck=deck,
-        interactive=interactive,
-        log_to_trackers=log_to_trackers,
-        mode=mode,
-        on_error=on_error,
-        directory=directory,
-    )
+whylogs_profile = WhylogsProfileSession
+"""The public name of :class:`WhylogsProfileSession`: ``with whylogs_profile(...) as handle:``."""
 
 
 class WhylogsConstraintsRenderer:
