@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "1")  # whylogs' usage telemetry: a demo never reaches out
-
 import numpy as np
 import pandas as pd
 from flytekit import task
