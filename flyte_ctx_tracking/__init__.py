@@ -42,9 +42,11 @@ _LAZY: dict[str, str] = {
     "WhylogsDatasetProfileTransformer": ".sessions.whylogs",
     "WhylogsConstraintsRenderer": ".sessions.whylogs",
     "WhylogsSummaryDriftRenderer": ".sessions.whylogs",
+    "ConstraintsFailedError": ".sessions.whylogs",
 }
 
 __all__ = [
+    "ConstraintsFailedError",
     "ExecutionContext",
     "Session",
     "SessionDecorator",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
     from .sessions.neptune import _neptune_init_run_class, neptune_init_run, neptune_session
     from .sessions.wandb import wandb_init, wandb_session
     from .sessions.whylogs import (
+        ConstraintsFailedError,
         WhylogsConstraintsRenderer,
         WhylogsDatasetProfileTransformer,
         WhylogsSummaryDriftRenderer,
