@@ -7,7 +7,6 @@ adapter built at decoration time (so bad arguments fail there, not at run time).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -51,17 +50,8 @@ class SessionDecorator(ClassDecorator):  # type: ignore[misc]
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         """Run the decorated function inside the session."""
-        session = self._session_for_call(args, kwargs)
-        function = self.task_function
-        if inspect.iscoroutinefunction(function):
-
-            async def run_async() -> Any:
-                async with session:
-                    return await function(*args, **kwargs)
-
-            return run_async()
-        with session:
-            return function(*args, **kwargs)
+        # The session's own decorator runs the call: sync or async, one lifecycle.
+        return self._session_for_call(args, kwargs)(self.task_function)(*args, **kwargs)
 
     def get_extra_config(self) -> dict[str, str]:
         """Config flytekit attaches to the task template (console links); none by default."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Union
 if TYPE_CHECKING:
     from flytekit import Secret
 
-__all__ = ["SecretSpec", "describe_secret", "redact", "resolve_secret", "validate_secret"]
+__all__ = ["SecretSpec", "describe_secret", "redact", "resolve_secret", "scrub_exception_chain", "validate_secret"]
 
 SecretSpec = Union["Secret", Callable[[], str], None]
 """What ``secret=`` accepts: a flytekit ``Secret``, a callable returning the value, or ``None``."""
@@ -102,3 +102,24 @@ def redact(text: str, *secrets: str | None) -> str:
         if value:
             text = text.replace(value, _MASK)
     return text
+
+
+def scrub_exception_chain(error: BaseException, secret: str) -> None:
+    """Replace ``secret`` in the messages of ``error`` and of every exception it was caused by.
+
+    Backend errors often echo the key they were given, and chained exceptions are printed in full
+    by tracebacks and error reporters. Scrubs ``args`` and string attributes in place (the
+    exceptions are the backend's, about to be reported as ours).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            current.args = tuple(redact(arg, secret) if isinstance(arg, str) else arg for arg in current.args)
+            for name, value in list(vars(current).items()):
+                if isinstance(value, str) and secret in value:
+                    setattr(current, name, redact(value, secret))
+        except Exception:  # an exception type that refuses new attributes: its message stays as is
+            pass
+        current = current.__cause__ or current.__context__

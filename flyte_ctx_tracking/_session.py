@@ -17,6 +17,7 @@ identifies their target, and what to show in a deck. Everything else lives here,
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import inspect
@@ -25,13 +26,13 @@ import warnings
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from contextlib import AbstractContextManager, suppress
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Literal, TypeVar, cast, get_args
 
 from ._context import ExecutionContext, execution_context
-from ._secrets import SecretSpec, describe_secret, redact, resolve_secret, validate_secret
+from ._secrets import SecretSpec, describe_secret, redact, resolve_secret, scrub_exception_chain, validate_secret
 from ._validate import check_choice
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "OpenPlan",
     "RunInfo",
     "Session",
+    "SessionUnavailable",
     "TrackingError",
     "TrackingSession",
     "TrackingWarning",
@@ -61,6 +63,7 @@ TRACKING_DIR_ENV_VAR = "FLYTE_CTX_TRACKING_DIR"
 DEFAULT_TRACKING_DIR = ".flyte-ctx-tracking"
 
 HandleT = TypeVar("HandleT")
+SessionT = TypeVar("SessionT", bound="Session[Any]")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -70,6 +73,12 @@ class TrackingWarning(UserWarning):
 
 class TrackingError(RuntimeError):
     """Raised for a backend failure when the session was created with ``on_error="raise"``."""
+
+
+class SessionUnavailable(RuntimeError):
+    """Raised by a backend's ``_open`` when it cannot open at all right now (memray's one tracker per
+    process is taken, Comet's one experiment per process is running): the core does not retry
+    offline, it applies ``on_error`` once."""
 
 
 def tracking_root() -> Path:
@@ -187,6 +196,8 @@ class Session(Generic[HandleT]):
     """The pip extra that installs ``backend_module``."""
     tracks_runs: ClassVar[bool] = False
     """Tracking backends have online and offline modes and open runs on rank 0 only by default."""
+    deck: bool = True
+    """Whether the session adds its deck (when the task's decks are on); profilers take it as an argument."""
 
     def __init__(
         self,
@@ -287,8 +298,13 @@ class Session(Generic[HandleT]):
             if frames[index].session is self:
                 frame = frames[index]
                 _ACTIVE.set(frames[:index] + frames[index + 1 :])
-                if frame.owner:
-                    self._finish(frame.state, exc)
+                if frame.owner and exc is None:
+                    self._finish(frame.state, None)
+                elif frame.owner:
+                    # The user's exception propagates unchanged, whatever closing raises (with
+                    # on_error="raise" nothing does; a warning turned into an error by a filter might).
+                    with suppress(Exception):
+                        self._finish(frame.state, exc)
                 return None
         return None  # exited without a matching enter in this context: nothing of ours to close
 
@@ -324,11 +340,22 @@ class Session(Generic[HandleT]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mode={self.mode!r}, secret={describe_secret(self.secret)})"
 
+    def _replace(self: SessionT, **attributes: Any) -> SessionT:
+        """A copy of this (already validated) session with some attributes changed, such as the
+        section name a decorated function gives, or a directory a task argument gives. The copy's
+        reuse key is computed afresh from its own attributes."""
+        clone = copy.copy(self)
+        clone.__dict__.update(attributes)
+        clone._key = None
+        return clone
+
     # ------------------------------------------------------------------ internals
     def _effective_mode(self) -> str:
         override = os.environ.get(MODE_ENV_VAR, "").strip().lower()
         if override:
             check_choice(f"environment variable {MODE_ENV_VAR}", "value", override, MODES)
+        # The variable switches a whole process, but never turns on a session its code disabled.
+        if override and self.mode != "disabled":
             return override
         return self.mode
 
@@ -344,6 +371,12 @@ class Session(Generic[HandleT]):
         directory.mkdir(parents=True, exist_ok=True)
         return directory.absolute()
 
+    def _has_ambient_credentials(self) -> bool:
+        try:
+            return self._ambient_credentials()
+        except Exception:  # an unreadable saved login is no login
+            return False
+
     def _start(self) -> _OpenState:
         mode = self._effective_mode()
         if mode == "disabled":
@@ -353,6 +386,11 @@ class Session(Generic[HandleT]):
         if self.tracks_runs and context.is_distributed and not context.is_rank_zero and not self.all_ranks:
             # Rank 0 reports for everyone; the other ranks run their code untracked.
             return _OpenState(None, None)
+        try:
+            directory = self._data_directory()
+        except Exception as error:  # an unwritable FLYTE_CTX_TRACKING_DIR or working directory
+            self._backend_failure("could not create its data directory; the block runs untracked", error, None)
+            return _OpenState(self._inactive_handle(), None)
         api_key: str | None = None
         fallback: str | None = None
         if self.tracks_runs:
@@ -361,7 +399,7 @@ class Session(Generic[HandleT]):
             except Exception as error:
                 self._backend_failure(f"could not read the secret {describe_secret(self.secret)}", error, None)
             if mode == "auto":
-                mode = "online" if api_key or self._ambient_credentials() else "offline"
+                mode = "online" if api_key or self._has_ambient_credentials() else "offline"
                 if mode == "offline":
                     source = (
                         f"{describe_secret(self.secret)} is not set"
@@ -374,7 +412,7 @@ class Session(Generic[HandleT]):
         plan = OpenPlan(
             mode=mode,
             context=context,
-            directory=self._data_directory(),
+            directory=directory,
             run_id=context.run_identity(per_rank=self.all_ranks),
             group=context.group,
             api_key=api_key,
@@ -383,27 +421,26 @@ class Session(Generic[HandleT]):
         try:
             handle = self._open(plan)
         except Exception as error:
-            if plan.mode != "online":
+            if plan.mode != "online" or isinstance(error, SessionUnavailable):
                 self._backend_failure(f"could not start {self.display_name}; the block runs untracked", error, api_key)
                 return _OpenState(self._inactive_handle(), None)
             self._backend_failure(f"could not start {self.display_name} online; trying offline", error, api_key)
-            plan = OpenPlan(
-                mode="offline",
-                context=context,
-                directory=plan.directory,
-                run_id=plan.run_id,
-                group=plan.group,
-                api_key=api_key,
-                fallback_reason=f"going online failed ({type(error).__name__})",
-            )
+            plan = replace(plan, mode="offline", fallback_reason=f"going online failed ({type(error).__name__})")
             try:
                 handle = self._open(plan)
             except Exception as offline_error:
                 self._backend_failure(f"could not start {self.display_name} offline either", offline_error, api_key)
                 return _OpenState(self._inactive_handle(), None)
-        if plan.fallback_reason is not None:
-            self._warn_offline(handle, plan)
-        return _OpenState(handle, plan, self._enter_scope(handle, plan))
+        try:
+            if plan.fallback_reason is not None:
+                self._warn_offline(handle, plan)
+            return _OpenState(handle, plan, self._enter_scope(handle, plan))
+        except BaseException:
+            # Whatever fails after the handle opened (a warning turned into an error by the user's
+            # filters, on_error="raise" while publishing it): no run is left open behind.
+            with suppress(Exception):
+                self._close(handle, plan, None)
+            raise
 
     def _enter_scope(self, handle: HandleT, plan: OpenPlan) -> AbstractContextManager[Any] | None:
         """Enter :meth:`_handle_scope`; a failure follows ``on_error`` (the handle itself still works)."""
@@ -413,51 +450,53 @@ class Session(Generic[HandleT]):
                 scope.__enter__()
             return scope
         except Exception as error:
-            if self.on_error == "raise":
-                with suppress(Exception):  # about to raise: leave no handle open behind
-                    self._close(handle, plan, None)
             self._backend_failure(f"could not publish the {self.display_name} handle", error, plan.api_key)
             return None
 
     def _finish(self, state: _OpenState, error: BaseException | None) -> None:
         if state.handle is None or state.plan is None:
             return
-        if state.scope is not None:
+        plan = state.plan
+        try:
+            if state.scope is not None:
+                try:
+                    state.scope.__exit__(None, None, None)
+                except Exception as scope_error:
+                    what = f"could not unpublish the {self.display_name} handle"
+                    self._backend_failure(what, scope_error, plan.api_key, may_raise=False)
+        finally:  # the handle is closed whatever happened above
             try:
-                state.scope.__exit__(None, None, None)
-            except Exception as scope_error:
-                # Only warned: the handle below must be closed whatever happens here.
-                what = f"could not unpublish the {self.display_name} handle"
-                self._backend_failure(what, scope_error, state.plan.api_key, may_raise=False)
-        try:
-            self._close(state.handle, state.plan, error)
-        except Exception as close_error:
-            # A close failure is only raised when the block succeeded: the user's own exception wins.
-            self._backend_failure(
-                f"could not close {self.display_name} cleanly", close_error, state.plan.api_key, may_raise=error is None
-            )
-        try:
-            deck = self._deck(state.handle, state.plan, error)
-            if deck is not None:
-                from .decks import add_deck
+                self._close(state.handle, plan, error)
+            except Exception as close_error:
+                # A close failure is only raised when the block succeeded: the user's own exception wins.
+                what = f"could not close {self.display_name} cleanly"
+                self._backend_failure(what, close_error, plan.api_key, may_raise=error is None)
+        if self.deck:
+            from .decks import add_deck, decks_enabled
 
-                for title, html in [deck] if isinstance(deck, tuple) else deck:
+            try:
+                deck = self._deck(state.handle, plan, error) if decks_enabled() else None
+                for title, html in [deck] if isinstance(deck, tuple) else deck or ():
                     add_deck(title, html)
-        except Exception as deck_error:
-            self._backend_failure(f"could not write the {self.display_name} deck", deck_error, state.plan.api_key)
+            except Exception as deck_error:
+                what = f"could not write the {self.display_name} deck"
+                self._backend_failure(what, deck_error, plan.api_key, may_raise=error is None)
         if error is None:
-            self._verdict(state.handle, state.plan)
+            self._verdict(state.handle, plan)
 
     def _backend_failure(self, what: str, error: BaseException, secret: str | None, *, may_raise: bool = True) -> None:
         """Apply ``on_error`` to a failure of the backend (never to the user's own exception).
 
         ``secret`` is scrubbed from the message: backend errors often echo the key they were given.
         """
+        if secret:
+            # TrackingError keeps the backend's error as its cause (and Python as its context): take
+            # the key out of every exception in that chain before anyone can print it.
+            scrub_exception_chain(error, secret)
         detail = redact(f"{type(error).__name__}: {error}", secret)
         message = f"{type(self).__name__}: {what}: {detail}"
         if self.on_error == "raise" and may_raise:
-            leaks = secret is not None and secret in str(error)
-            raise TrackingError(message) from (None if leaks else error)
+            raise TrackingError(message) from error
         warnings.warn(message, TrackingWarning, stacklevel=4)
 
     def _warn_offline(self, handle: HandleT, plan: OpenPlan) -> None:

@@ -406,3 +406,104 @@ def test_profilers_log_to_the_innermost_active_tracker() -> None:
         assert log_to_active_trackers({"memray/join/peak_memory": 123}) == ["wandb"]
     assert inner.log == [{"memray/join/peak_memory": 123}]
     assert outer.log == []
+
+
+def test_a_deck_failure_never_replaces_the_users_exception_even_with_on_error_raise() -> None:
+    class BrokenDeck(FakeSession):
+        def _deck(self, handle: FakeRun, plan: object, error: BaseException | None) -> tuple[str, str]:
+            raise OSError("deck exploded")
+
+    error = KeyError("user")
+
+    @task(enable_deck=True)
+    def failing() -> None:
+        with BrokenDeck(on_error="raise", **OFFLINE):
+            raise error
+
+    with pytest.raises(KeyError) as caught:
+        failing()
+    assert "user" in str(caught.value)
+
+    @task(enable_deck=True)
+    def succeeding() -> None:
+        with BrokenDeck(on_error="raise", **OFFLINE):
+            pass
+
+    with pytest.raises(TrackingError, match="could not write the Fake tracker deck"):
+        succeeding()
+
+
+def test_warnings_turned_into_errors_leave_no_run_open_and_no_session_active() -> None:
+    session = FakeSession()  # auto without a key: the offline warning fires right after opening
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrackingWarning)
+        with pytest.raises(TrackingWarning), session:
+            pass
+    assert len(session.opened) == 1 and session.opened[0].closed
+    assert current_run() is None
+
+
+def test_an_unwritable_tracking_dir_leaves_the_block_running_untracked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("FLYTE_CTX_TRACKING_DIR", str(blocker))
+    ran = False
+    with pytest.warns(TrackingWarning, match="could not create its data directory"), FakeSession(**OFFLINE) as run:
+        ran = True
+        assert run is None
+    assert ran
+
+
+def test_a_secret_inside_a_chained_backend_error_is_scrubbed_from_the_whole_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import traceback
+
+    value = "sk-chained-secret-777"
+    monkeypatch.setenv("_FSEC_FAKE_TOKEN", value)
+
+    class Chained(FakeSession):
+        def _open(self, plan: object) -> FakeRun:
+            try:
+                raise ValueError(f"rejected key {value}")
+            except ValueError as inner:
+                raise ConnectionError("login failed") from inner
+
+    session = Chained(secret=Secret(group="fake", key="token"), on_error="raise", mode="online")
+    with pytest.raises(TrackingError) as caught, session:
+        pass
+    printed = "".join(traceback.format_exception(caught.value))
+    assert "login failed" in printed and "rejected key ***" in printed
+    assert value not in printed
+
+
+def test_the_mode_variable_never_turns_on_a_session_disabled_in_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "offline")
+    session = FakeSession(mode="disabled")
+    with session as run:
+        assert run is None
+    assert session.opened == []
+
+
+def test_a_backend_that_cannot_open_at_all_warns_once_without_an_offline_retry() -> None:
+    from flyte_ctx_tracking._session import SessionUnavailable
+
+    class Busy(FakeSession):
+        def _open(self, plan: object) -> FakeRun:
+            raise SessionUnavailable("another run holds the only slot")
+
+    with pytest.warns(TrackingWarning) as record, Busy(mode="online") as run:
+        assert run is None
+    assert len(record) == 1
+    assert "another run holds the only slot" in str(record[0].message)
+
+
+def test_an_unreadable_saved_login_counts_as_no_login() -> None:
+    class BrokenLogin(FakeSession):
+        def _ambient_credentials(self) -> bool:
+            raise ValueError("malformed config file")
+
+    with pytest.warns(TrackingWarning, match="no API key was found"), BrokenLogin() as run:
+        assert run.mode == "offline"

@@ -183,13 +183,13 @@ def test_bad_data_is_a_type_error_naming_what_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"name": ""}, TypeError, "name must be a non-empty string"),
-        ({"name": 3}, TypeError, "name must be a non-empty string"),
+        ({"name": ""}, ValueError, "name=.. is not accepted; pass a non-empty string"),
+        ({"name": 3}, TypeError, "name=3 is not accepted; pass a str or None"),
         ({"reference": [1, 2]}, TypeError, "reference must be a pandas DataFrame, a whylogs DatasetProfileView"),
         ({"constraints": "amount > 0"}, TypeError, "constraints must be a callable"),
         ({"constraints": [greater_than_number(column_name="a", number=0), "x"]}, TypeError, "the list holds str"),
         ({"fail_on_constraints": True}, ValueError, "fail_on_constraints=True needs constraints"),
-        ({"deck": "yes"}, TypeError, "deck must be True or False"),
+        ({"deck": "yes"}, TypeError, "deck=.yes. is not accepted; pass True or False"),
         ({"mode": "sometimes"}, ValueError, "mode='sometimes'"),
     ],
 )

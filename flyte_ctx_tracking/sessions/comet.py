@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .._context import ExecutionContext
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, redact
-from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession
+from .._session import Mode, OnError, OpenPlan, RunInfo, SessionUnavailable, TrackingSession
 from .._validate import check_str, check_str_list, check_url
 
 if TYPE_CHECKING:
@@ -336,7 +336,7 @@ class CometSession(TrackingSession["CometExperiment"]):
 
         running = comet_ml.get_running_experiment()
         if running is not None and not running.ended:
-            raise RuntimeError(
+            raise SessionUnavailable(
                 f"Comet experiment {running.get_key()} is still running in this process, and comet_ml runs one "
                 "experiment per process (starting another would end it). End it first, or enter the same "
                 "session (same project_name, workspace and experiment_key) to log into it"

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from .._decorator import SessionDecorator
-from .._session import OnError, OpenPlan, Session, TrackingWarning, log_to_active_trackers
-from .._validate import check_bool, check_positive_int, file_stem
+from .._session import OnError, OpenPlan, Session, SessionUnavailable, TrackingWarning, log_to_active_trackers
+from .._validate import check_bool, check_positive_int, check_str, file_stem
 from ..decks.memray import (
     HTML_REPORTERS,
     Report,
@@ -243,8 +243,7 @@ class memray_profile(Session[MemrayCapture]):
         directory: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(on_error=on_error, directory=directory)
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise TypeError(f"memray_profile: name must be a non-empty string or None, not {name!r}")
+        check_str("memray_profile", "name", name, non_empty=True)
         self._named = name is not None
         self.name: str = name if name is not None else _caller_name(2)
         self.native_traces = check_bool("memray_profile", "native_traces", native_traces)
@@ -259,25 +258,12 @@ class memray_profile(Session[MemrayCapture]):
                 f"{memray_html_reporter} is not a supported html reporter. Supported: 'flamegraph', 'table'."
             )
         self.options = parse_reporter_args(memray_html_reporter, memray_reporter_args)
-        self._settings: dict[str, Any] = {
-            "native_traces": native_traces,
-            "trace_python_allocators": trace_python_allocators,
-            "follow_fork": follow_fork,
-            "memory_interval_ms": memory_interval_ms,
-            "memray_html_reporter": memray_html_reporter,
-            "memray_reporter_args": memray_reporter_args,
-            "deck": deck,
-            "log_to_trackers": log_to_trackers,
-            "max_report_bytes": max_report_bytes,
-            "on_error": on_error,
-            "directory": directory,
-        }
 
     def __call__(self, func: F) -> F:
         """Profile every call of ``func``; an unnamed session takes the function's name."""
         if self._named:
             return super().__call__(func)
-        named = type(self)(getattr(func, "__name__", "profile"), **self._settings)
+        named = self._replace(name=getattr(func, "__name__", "profile"), _named=True)
         return Session.__call__(named, func)
 
     def __repr__(self) -> str:
@@ -311,7 +297,7 @@ class memray_profile(Session[MemrayCapture]):
             path.unlink(missing_ok=True)  # memray created it before refusing to start
             if not isinstance(error, RuntimeError) or _FOREIGN_TRACKER not in str(error):
                 raise
-            raise RuntimeError(
+            raise SessionUnavailable(
                 f"section {self.name!r} runs unprofiled: another memray tracker is already active in this "
                 "process (pytest-memray, `memray run`, a memray.Tracker of your own, or a memray_profile in "
                 "another thread), and memray allows only one at a time"
@@ -345,13 +331,8 @@ class memray_profile(Session[MemrayCapture]):
             )
 
     def _deck(self, handle: MemrayCapture, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:
-        if not self.deck:
-            return None
-        from ..decks import decks_enabled
         from ..decks.memray import next_deck_title
 
-        if not decks_enabled():
-            return None
         title, last = next_deck_title(
             _DECK_PREFIX + handle.name, per_section=MAX_DECKS_PER_SECTION, per_task=MAX_DECKS_PER_TASK
         )

@@ -230,7 +230,8 @@ class NeptuneSession(TrackingSession["Run"]):
 
     def _reuse_key(self) -> Hashable:
         kwargs = self.init_run_kwargs
-        return (self.project, self.host, kwargs.get("with_id"), kwargs.get("custom_run_id"))
+        # An explicit name is a different run too: a nested `name="eval"` must not log into "train".
+        return (self.project, self.host, kwargs.get("with_id"), kwargs.get("custom_run_id"), kwargs.get("name"))
 
     def _ambient_credentials(self) -> bool:
         return bool(os.environ.get(API_TOKEN_ENV_VAR))

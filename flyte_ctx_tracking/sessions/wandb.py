@@ -22,14 +22,14 @@ import shlex
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Callable, Hashable, Mapping
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, describe_secret
-from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession
+from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession, TrackingWarning
 from .._validate import check_str, check_str_list, check_url
 
 if TYPE_CHECKING:
@@ -186,7 +186,8 @@ class WandbSession(TrackingSession["Run"]):
 
     # ------------------------------------------------------------------ core hooks
     def _reuse_key(self) -> Hashable:
-        return (self.api_host, self.entity, self.project, self.id)
+        # An explicit name is a different run too: a nested `name="eval"` must not log into "train".
+        return (self.api_host, self.entity, self.project, self.id, self.init_kwargs.get("name"))
 
     def _ambient_credentials(self) -> bool:
         if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
@@ -266,12 +267,16 @@ class WandbSession(TrackingSession["Run"]):
         }
         # Online opens log in, which sets W&B's process-wide credentials: one at a time, so that
         # each puts back exactly what it found (offline opens never touch credentials).
-        with _ONLINE_OPEN if plan.mode == "online" else nullcontext():
-            saved_auth = _session_auth()
-            try:
-                run: Run = wandb.init(**arguments)
-            finally:
-                _restore_session_auth(saved_auth)
+        run: Run
+        if plan.mode == "online":
+            with _ONLINE_OPEN:
+                saved_auth = _session_auth()
+                try:
+                    run = wandb.init(**arguments)
+                finally:
+                    _restore_session_auth(saved_auth)
+        else:
+            run = wandb.init(**arguments)
         if late_config:
             run.config.update(late_config, allow_val_change=True)
         _make_global_if_free(run)
@@ -283,18 +288,16 @@ class WandbSession(TrackingSession["Run"]):
         handle.finish(exit_code=_exit_code(error))
         # `finish()` returns before wandb-core has flushed the run's transaction log; code after
         # the block (a `wandb sync`, returning the folder as a task output) needs it complete.
-        if sync_file is not None:
-            _wait_for_exit_record(sync_file, timeout=LOG_FLUSH_TIMEOUT)
+        if sync_file is not None and not _wait_for_exit_record(sync_file, timeout=LOG_FLUSH_TIMEOUT):
+            warnings.warn(
+                f"wandb_session: W&B had not finished writing {sync_file} after {LOG_FLUSH_TIMEOUT:.0f} s; "
+                "the run may still be flushing when the task ends",
+                TrackingWarning,
+                stacklevel=2,
+            )
 
     def _log_metrics(self, handle: Run, metrics: Mapping[str, float | int]) -> None:
         handle.log(dict(metrics))
-
-    def _deck(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:
-        from ..decks import decks_enabled
-
-        if not decks_enabled():  # skip describing the run when no deck will show it
-            return None
-        return super()._deck(handle, plan, error)
 
     def _run_info(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> RunInfo:
         offline = plan.mode == "offline"
@@ -375,16 +378,23 @@ def _tail_has_exit_record(path: Path) -> bool | None:
     return False
 
 
-def _wait_for_exit_record(path: Path, *, timeout: float) -> None:
-    """Wait (bounded) until wandb-core has written the run's transaction log out."""
+def _wait_for_exit_record(path: Path, *, timeout: float) -> bool:
+    """Wait (bounded) until wandb-core has written the run's transaction log out.
+
+    False when the wait timed out (the log may be incomplete); True otherwise, also when the log
+    is in a format this reader does not know (then there is nothing to wait for).
+    """
     deadline = time.monotonic() + timeout
     pause = 0.001  # the flush usually lands within milliseconds: poll fast, then back off
     try:
-        while _tail_has_exit_record(path) is False and time.monotonic() < deadline:
+        while _tail_has_exit_record(path) is False:
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
     except Exception:  # W&B changed its log format: do not hold the task up
-        return
+        return True
+    return True
 
 
 def _session_auth() -> Any:
@@ -497,19 +507,7 @@ class wandb_init(SessionDecorator):  # lowercase: the name flytekitplugins-wandb
             raise TypeError(
                 f"wandb_init: dir={self._dir_spec!r} gave {type(value).__name__}; expected a path or a FlyteDirectory"
             )
-        return WandbSession(
-            session.project,
-            session.entity,
-            session.secret,
-            session.id,
-            session.host,
-            session.api_host,
-            mode=session.mode,
-            on_error=session.on_error,
-            all_ranks=session.all_ranks,
-            dir=Path(value),
-            **session.init_kwargs,
-        )
+        return session._replace(directory=Path(value))
 
     def get_extra_config(self) -> dict[str, str]:
         """What flytekitplugins-wandb attaches to the task, so Flyte console W&B links keep working."""

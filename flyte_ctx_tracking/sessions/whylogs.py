@@ -17,12 +17,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._session import Mode, OnError, OpenPlan, Session, log_to_active_trackers
-from .._validate import file_stem
+from .._validate import check_bool, check_str, file_stem
 from ..decks.whylogs import ColumnSummary, ConstraintResult, DriftResult
 
 if TYPE_CHECKING:
@@ -171,11 +171,11 @@ class WhylogsProfile:
             rows, kwargs = 1, {"row": dict(data)}
         else:
             raise TypeError(f"WhylogsProfile.log accepts {_ACCEPTED_DATA}; got {type(data).__name__}")
-        if self.closed:
-            raise RuntimeError(f"whylogs profile {self.name!r} is closed: log inside its block")
         if not self.active:
             return
-        with self._lock:
+        with self._lock:  # checked under the lock: the block's exit freezes the profile concurrently
+            if self.closed:
+                raise RuntimeError(f"whylogs profile {self.name!r} is closed: log inside its block")
             self._profile.track(**kwargs)
             self.rows += rows
             self.chunks += 1
@@ -257,8 +257,7 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
         directory: str | Path | None = None,
     ) -> None:
         owner = "whylogs_profile"
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise TypeError(f"{owner}: name must be a non-empty string or None; got {name!r}")
+        check_str(owner, "name", name, non_empty=True)
         if reference is not None and not (_is_dataframe(reference) or _is_profile_view(reference)):
             raise TypeError(f"{owner}: reference must be {_ACCEPTED_REFERENCE}; got {type(reference).__name__}")
         if isinstance(constraints, (list, tuple)):
@@ -276,8 +275,7 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
             ("interactive", interactive),
             ("log_to_trackers", log_to_trackers),
         ):
-            if not isinstance(value, bool):
-                raise TypeError(f"{owner}: {flag} must be True or False; got {value!r}")
+            check_bool(owner, flag, value)
         if fail_on_constraints and not constraints:
             raise ValueError(f"{owner}: fail_on_constraints=True needs constraints to check; none were given")
         super().__init__(mode=mode, on_error=on_error, directory=directory)
@@ -305,18 +303,7 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
         """Profile every call of ``func``; an unnamed profile takes the function's name."""
         if self.name is not None:
             return super().__call__(func)
-        named = type(self)(
-            getattr(func, "__name__", DEFAULT_NAME),
-            reference=self.reference,
-            constraints=self.constraints,
-            fail_on_constraints=self.fail_on_constraints,
-            deck=self.deck,
-            interactive=self.interactive,
-            log_to_trackers=self.log_to_trackers,
-            mode=self.mode,
-            on_error=self.on_error,
-            directory=self.directory,
-        )
+        named = self._replace(name=getattr(func, "__name__", DEFAULT_NAME))
         return Session.__call__(named, func)
 
     # ------------------------------------------------------------------ helpers
@@ -336,9 +323,6 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
             return self._reference_view
 
     # ------------------------------------------------------------------ backend hooks
-    def _reuse_key(self) -> Hashable:
-        return id(self)
-
     def _inactive_handle(self) -> WhylogsProfile:
         return WhylogsProfile(self._name_for(None), active=False)
 
@@ -403,12 +387,6 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
     def _deck(
         self, handle: WhylogsProfile, plan: OpenPlan, error: BaseException | None
     ) -> list[tuple[str, str]] | None:
-        if not self.deck:
-            return None
-        from ..decks import decks_enabled
-
-        if not decks_enabled():
-            return None
         from ..decks import whylogs as html
         from . import whylogs_report as report
 
