@@ -263,8 +263,9 @@ def test_no_key_in_auto_mode_runs_offline_with_one_warning_naming_the_folder_and
 def test_disabled_mode_opens_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "disabled")
     with wandb_session(project="fraud") as run:
-        assert run is None
-        assert current_run("wandb") is None
+        assert not run
+        run.log({"x": 1})  # accepted, recorded nowhere: the block's code runs unchanged
+        assert current_run("wandb") is run
     assert runs() == []
 
 
@@ -512,6 +513,22 @@ def test_a_key_is_used_for_this_run_only_and_never_written(
     assert _files_containing(FAKE_KEY, tracking_root(), Path.home(), tmp_path_factory.getbasetemp()) == []
 
 
+def test_a_fixed_run_id_still_falls_back_offline_and_syncs_under_that_id(rejecting_api: str) -> None:
+    """In a pod the run id is the pod name: a failed online attempt keeps it reserved in wandb-core,
+    so the offline run takes `<id>-offline` and its sync command uploads it under the intended id."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with wandb_session(project="fraud", id="pod-n0-0", secret=lambda: FAKE_KEY, api_host=rejecting_api) as run:
+            assert run is not None
+            run.log({"x": 1})
+    assert run.id == "pod-n0-0-offline"
+    (offline_folder,) = (tracking_root() / "wandb").glob("offline-run-*-pod-n0-0-offline")
+    record = read_run(offline_folder)
+    assert record.exit_code == 0
+    messages = "".join(str(w.message) for w in caught if issubclass(w.category, TrackingWarning))
+    assert f"wandb sync --id pod-n0-0 {offline_folder}" in messages
+
+
 def test_on_error_raise_reports_the_failure_without_the_key(rejecting_api: str) -> None:
     session = wandb_session(project="fraud", secret=lambda: FAKE_KEY, api_host=rejecting_api, on_error="raise")
     with pytest.raises(TrackingError) as raised, session:
@@ -578,3 +595,14 @@ def test_a_pod_run_with_a_secret(pod_run: PodRunner) -> None:
         assert secret_value not in pod.output
         assert [p for p in pod.files() if secret_value.encode() in p.read_bytes()] == []
         assert not (pod.workdir / "home" / ".netrc").exists()
+
+
+def test_a_very_long_pod_name_gives_a_bounded_stable_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_INTERNAL_EXECUTION_ID", "e")
+    monkeypatch.setenv("HOSTNAME", "e-" + "a" * 300 + "-0")
+    ids = []
+    for _ in range(2):
+        with wandb_session(project="fraud", mode="offline") as run:
+            ids.append(run.id)
+    assert ids[0] == ids[1]  # deterministic: retries of the same pod find each other
+    assert len(ids[0]) <= 64 and ids[0].startswith("e-aaaa")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, describe_secret
 from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession, TrackingWarning
-from .._validate import check_str, check_str_list, check_url
+from .._validate import check_str, check_str_list, check_url, shorten_id
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -48,6 +48,9 @@ _RUN_ID_RESERVED = ":;,#?/'"
 _PROJECT_RESERVED = "/\\#?%:"
 _MAX_PROJECT = 128
 _MAX_TAG = 64
+# Pod names can be long; the run id also names the offline folder, so keep it short.
+_MAX_RUN_ID = 64
+_OFFLINE_SUFFIX = "-offline"
 # Arguments this module sets itself; the user's values are merged in, not passed twice.
 _MERGED = ("config", "tags", "notes", "group", "settings", "reinit", "mode", "dir", "id", "project", "entity")
 
@@ -213,7 +216,11 @@ class WandbSession(TrackingSession["Run"]):
         run_id = self.id
         if run_id is not None and self.all_ranks and context.is_distributed:
             run_id = f"{run_id}-rank{context.rank}"  # the user's id, still distinct by rank
-        run_id = run_id or plan.run_id
+        run_id = run_id or (shorten_id(plan.run_id, _MAX_RUN_ID) if plan.run_id else None)
+        if run_id and plan.after_online_failure:
+            # wandb-core keeps a failed online attempt's id reserved in this process: the offline
+            # run takes another, and its sync command uploads it under the intended one.
+            run_id = f"{run_id}{_OFFLINE_SUFFIX}"
 
         metadata = _nested(context.flyte_metadata())
         user_config = self.init_kwargs.get("config")
@@ -314,9 +321,17 @@ class WandbSession(TrackingSession["Run"]):
             },
             url=None if offline else handle.url,
             local_path=sync_dir,
-            sync_command=f"wandb sync {shlex.quote(sync_dir)}" if sync_dir else None,
+            sync_command=_sync_command(sync_dir, handle.id, plan) if sync_dir else None,
             failed=error is not None,
         )
+
+
+def _sync_command(sync_dir: str, run_id: str, plan: OpenPlan) -> str:
+    """``wandb sync`` for an offline run, under its intended id when it had to take another."""
+    if plan.after_online_failure and run_id.endswith(_OFFLINE_SUFFIX):
+        intended = run_id[: -len(_OFFLINE_SUFFIX)]
+        return f"wandb sync --id {shlex.quote(intended)} {shlex.quote(sync_dir)}"
+    return f"wandb sync {shlex.quote(sync_dir)}"
 
 
 _ONLINE_OPEN = threading.Lock()
