@@ -21,6 +21,7 @@ _LAZY: dict[str, str] = {
     "ExecutionContext": "._context",
     "execution_context": "._context",
     "current_run": "._session",
+    "NullRun": "._session",
     "Session": "._session",
     "TrackingSession": "._session",
     "TrackingError": "._session",
@@ -48,6 +49,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "ConstraintsFailedError",
     "ExecutionContext",
+    "NullRun",
     "Session",
     "SessionDecorator",
     "TrackingError",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
     from ._context import ExecutionContext, execution_context
     from ._decorator import SessionDecorator
     from ._session import (
+        NullRun,
         Session,
         TrackingError,
         TrackingSession,

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from flytekit.core.utils import ClassDecorator
 
-from ._session import Session
+from ._session import Session, refuse_generator_function
 
 
 def _is_flyte_task(obj: object) -> bool:
@@ -37,6 +37,7 @@ class SessionDecorator(ClassDecorator):  # type: ignore[misc]
                 f"@{name} was applied to a Flyte task object; put it below @task instead:\n"
                 f"    @task\n    @{name}(...)\n    def my_task(...): ..."
             )
+        refuse_generator_function(f"@{self.decorator_name}", task_function)
         self.session: Session[Any] = self._make_session(**kwargs)
         super().__init__(task_function, **kwargs)
 

@@ -22,8 +22,9 @@ import functools
 import importlib.util
 import inspect
 import os
+import threading
 import warnings
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from contextlib import AbstractContextManager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ __all__ = [
     "MODE_ENV_VAR",
     "TRACKING_DIR_ENV_VAR",
     "Mode",
+    "NullRun",
     "OnError",
     "OpenPlan",
     "RunInfo",
@@ -107,6 +109,9 @@ class OpenPlan:
     group: str | None
     api_key: str | None = field(default=None, repr=False)
     fallback_reason: str | None = None
+    after_online_failure: bool = False
+    """True for the offline retry after opening online failed (a backend whose failed attempt
+    still holds the run id uses another one)."""
 
 
 @dataclass(frozen=True)
@@ -121,14 +126,43 @@ class RunInfo:
     failed: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class _OpenState:
+    """One opened handle, shared by every frame that entered it (in any thread or asyncio task)."""
+
     handle: Any
     plan: OpenPlan | None
     scope: AbstractContextManager[Any] | None = None
+    users: int = 1
+    """Frames holding the handle. The last one out closes it: an asyncio task that re-entered the
+    session keeps the run open after the block that opened it ended."""
+    outcome: BaseException | None = None
+    """The exception the opening block ended with, if it failed."""
+    closed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def join(self) -> bool:
+        """Count one more user; False when the handle was closed meanwhile (then open a new one)."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.users += 1
+            return True
+
+    def leave(self, owner: bool, failure: BaseException | None) -> BaseException | bool | None:
+        """Count one user out. Returns False while others still hold the handle, else the failure
+        to close it with (the opener's, or the last user's own)."""
+        with self.lock:
+            self.users -= 1
+            if owner:
+                self.outcome = failure
+            if self.users > 0:
+                return False
+            self.closed = True
+            return failure if failure is not None else self.outcome
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Frame:
     key: Hashable
     state: _OpenState
@@ -141,6 +175,27 @@ class _Frame:
 _ACTIVE: ContextVar[tuple[_Frame, ...]] = ContextVar("flyte_ctx_tracking_active", default=())
 
 
+def _failure(error: BaseException | None) -> BaseException | None:
+    """The block's exception if it means failure: leaving a generator early (``GeneratorExit``) and
+    ``sys.exit(0)`` end a block normally."""
+    if isinstance(error, GeneratorExit):
+        return None
+    if isinstance(error, SystemExit) and error.code in (None, 0):
+        return None
+    return error
+
+
+def refuse_generator_function(owner: str, func: object) -> None:
+    """Raise ``TypeError`` for a generator function: decorating it would open and close the session
+    when the generator is created, before its body runs, and track nothing."""
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        name = getattr(func, "__qualname__", repr(func))
+        raise TypeError(
+            f"{owner} cannot decorate the generator function {name}: its body runs after the call returns, "
+            "outside the session. Use `with` (or `async with`) around the loop that consumes it instead."
+        )
+
+
 def current_run(kind: str | None = None) -> Any:
     """The innermost active session handle, of one backend when ``kind`` is given, else ``None``.
 
@@ -151,7 +206,7 @@ def current_run(kind: str | None = None) -> Any:
     if kind is not None:
         check_choice("current_run", "kind", kind, KINDS)
     for frame in reversed(_ACTIVE.get()):
-        if kind is None or frame.session.kind == kind:
+        if (kind is None or frame.session.kind == kind) and not frame.state.closed:
             return frame.state.handle
     return None
 
@@ -165,7 +220,9 @@ def log_to_active_trackers(metrics: Mapping[str, float | int]) -> list[str]:
     done: list[str] = []
     for frame in reversed(_ACTIVE.get()):
         session = frame.session
-        if not isinstance(session, TrackingSession) or frame.state.handle is None or session.kind in done:
+        skip = frame.state.handle is None or isinstance(frame.state.handle, NullRun)
+        skip = skip or frame.state.closed or session.kind in done
+        if not isinstance(session, TrackingSession) or skip:
             continue
         done.append(session.kind)
         try:
@@ -218,6 +275,7 @@ class Session(Generic[HandleT]):
         self.directory = Path(directory) if directory is not None else None
         self.all_ranks = bool(all_ranks)
         self._key: Hashable | None = None
+        self._opened: list[_Frame] = []  # frames that opened a handle, in any context: to close strays
 
     # ------------------------------------------------------------------ backend hooks
     def _reuse_key(self) -> Hashable:
@@ -280,11 +338,13 @@ class Session(Generic[HandleT]):
         frames = _ACTIVE.get()
         key = self.key
         for frame in reversed(frames):
-            if frame.key == key:
+            if frame.key == key and frame.state.join():
                 _ACTIVE.set((*frames, _Frame(key, frame.state, self, owner=False)))
                 return cast(HandleT, frame.state.handle)
         state = self._start()
-        _ACTIVE.set((*_ACTIVE.get(), _Frame(key, state, self, owner=True)))
+        opened = _Frame(key, state, self, owner=True)
+        _ACTIVE.set((*_ACTIVE.get(), opened))
+        self._opened.append(opened)
         return cast(HandleT, state.handle)
 
     def __exit__(
@@ -294,19 +354,40 @@ class Session(Generic[HandleT]):
         tb: TracebackType | None,
     ) -> None:
         frames = _ACTIVE.get()
+        frame: _Frame | None = None
         for index in range(len(frames) - 1, -1, -1):
             if frames[index].session is self:
                 frame = frames[index]
                 _ACTIVE.set(frames[:index] + frames[index + 1 :])
-                if frame.owner and exc is None:
-                    self._finish(frame.state, None)
-                elif frame.owner:
-                    # The user's exception propagates unchanged, whatever closing raises (with
-                    # on_error="raise" nothing does; a warning turned into an error by a filter might).
-                    with suppress(Exception):
-                        self._finish(frame.state, exc)
-                return None
-        return None  # exited without a matching enter in this context: nothing of ours to close
+                break
+        if frame is None:
+            frame = self._opened[-1] if self._opened else None
+            if frame is None:
+                return None  # never entered: nothing of ours to close
+            # A generator holding the block was resumed in another thread or context: the frame
+            # is not in this context's stack, but its run must still be closed.
+            warnings.warn(
+                f"{type(self).__name__}: the block was exited in another thread or context than it was "
+                "entered in (a generator resumed elsewhere?); closing its handle anyway",
+                TrackingWarning,
+                stacklevel=2,
+            )
+        if frame.owner:
+            with suppress(ValueError):
+                self._opened.remove(frame)
+        failure = _failure(exc)
+        closing = frame.state.leave(frame.owner, failure)
+        if closing is False:
+            return None
+        close_with = closing if isinstance(closing, BaseException) else None
+        if exc is None:
+            self._finish(frame.state, close_with)
+        else:
+            # The user's exception propagates unchanged, whatever closing raises (with
+            # on_error="raise" nothing does; a warning turned into an error by a filter might).
+            with suppress(Exception):
+                self._finish(frame.state, close_with)
+        return None
 
     async def __aenter__(self) -> HandleT:
         return self.__enter__()
@@ -321,6 +402,7 @@ class Session(Generic[HandleT]):
 
     def __call__(self, func: F) -> F:
         """Use the session as a decorator: every call of ``func`` runs inside it."""
+        refuse_generator_function(type(self).__name__, func)
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -347,13 +429,22 @@ class Session(Generic[HandleT]):
         clone = copy.copy(self)
         clone.__dict__.update(attributes)
         clone._key = None
+        clone._opened = []
         return clone
 
     # ------------------------------------------------------------------ internals
     def _effective_mode(self) -> str:
         override = os.environ.get(MODE_ENV_VAR, "").strip().lower()
-        if override:
-            check_choice(f"environment variable {MODE_ENV_VAR}", "value", override, MODES)
+        if override and override not in MODES:
+            # A typo in a process-wide variable must not fail every task: say so, use the code's mode.
+            choices = ", ".join(repr(choice) for choice in MODES)
+            warnings.warn(
+                f"{MODE_ENV_VAR}={override!r} is not a mode (use one of {choices}); "
+                f"{type(self).__name__} uses its own mode={self.mode!r}",
+                TrackingWarning,
+                stacklevel=4,
+            )
+            override = ""
         # The variable switches a whole process, but never turns on a session its code disabled.
         if override and self.mode != "disabled":
             return override
@@ -425,7 +516,8 @@ class Session(Generic[HandleT]):
                 self._backend_failure(f"could not start {self.display_name}; the block runs untracked", error, api_key)
                 return _OpenState(self._inactive_handle(), None)
             self._backend_failure(f"could not start {self.display_name} online; trying offline", error, api_key)
-            plan = replace(plan, mode="offline", fallback_reason=f"going online failed ({type(error).__name__})")
+            reason = f"going online failed ({type(error).__name__})"
+            plan = replace(plan, mode="offline", fallback_reason=reason, after_online_failure=True)
             try:
                 handle = self._open(plan)
             except Exception as offline_error:
@@ -510,10 +602,56 @@ class Session(Generic[HandleT]):
         )
 
 
+class NullRun:
+    """The handle of a tracking session that records nothing (disabled, or the backend failed to start).
+
+    Every call, attribute, item and assignment is accepted and does nothing, so ``run.log(...)``,
+    ``run["metrics/loss"].append(...)`` or ``experiment.log_metric(...)`` keep the user's code running
+    exactly as the tracker would. It is falsy: ``if run:`` tells whether anything is recorded.
+    """
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self._backend = backend
+        self._reason = reason
+
+    def __repr__(self) -> str:
+        return f"<NullRun of {self._backend}: {self._reason}; nothing is recorded>"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> NullRun:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NullRun:
+        return self
+
+    def __getitem__(self, key: Any) -> NullRun:
+        return self
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __enter__(self) -> NullRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
 class TrackingSession(Session[HandleT]):
     """A session of an experiment tracker: online and offline modes, rank 0 by default, a run deck."""
 
     tracks_runs: ClassVar[bool] = True
+
+    def _inactive_handle(self) -> HandleT | None:
+        # Not None: the block's `run.log(...)` must keep running when tracking is off or failed.
+        return cast(HandleT, NullRun(self.display_name, "tracking is disabled or could not start"))
 
     def _run_info(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> RunInfo:
         """Describe the run for the deck and the offline warning."""

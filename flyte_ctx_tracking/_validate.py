@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 
@@ -61,6 +62,15 @@ def check_positive_int(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{owner}: {name}={value!r} is not accepted; pass a positive integer")
     return value
+
+
+def shorten_id(value: str, limit: int) -> str:
+    """``value`` if it fits in ``limit`` characters, else a readable head and a hash of the whole
+    (deterministic, so the same long pod name always gives the same id)."""
+    if len(value) <= limit:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+    return f"{value[: limit - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 def file_stem(name: str, default: str) -> str:

@@ -92,7 +92,8 @@ def test_nested_same_session_reuses_and_a_different_one_does_not_end_it(_isolate
             assert same_target is experiment and same_object is experiment
         with pytest.warns(TrackingWarning, match="one experiment per process"):
             with comet_session(project_name="other", mode="offline") as inner:
-                assert inner is None  # untracked, and the outer experiment is still running
+                assert not inner  # untracked (a NullRun), and the outer experiment is still running
+                inner.log_metric("ignored", 1)
         assert not experiment.ended and comet_ml.get_running_experiment() is experiment
         experiment.log_metric("after_inner", 1)
         with (

@@ -178,10 +178,11 @@ def test_fail_on_exception_false_records_the_error_without_failing_the_run(track
     assert recorded.value("flyte/error/type") == "builtins.KeyError"
 
 
-def test_disabled_mode_yields_none_and_writes_nothing(tracking_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disabled_mode_yields_a_null_run_writing_nothing(tracking_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "disabled")
     with neptune_session(project=PROJECT) as run:
-        assert run is None and current_run("neptune") is None and _flyte_run() is None
+        assert not run and current_run("neptune") is run and _flyte_run() is None
+        run["metrics/loss"].append(0.1)  # accepted, recorded nowhere
     assert offline_runs(tracking_dir) == []
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flytekit import Secret, task
 
-from flyte_ctx_tracking import TrackingError, TrackingWarning, current_run
+from flyte_ctx_tracking import NullRun, TrackingError, TrackingWarning, current_run
 
 from .conftest import EXECUTION_NAME
 from .fake_backend import FakeRun, FakeSession, fake_init
@@ -160,7 +160,7 @@ def test_backend_failure_on_open_warns_once_per_attempt_and_the_block_runs_untra
     with pytest.warns(TrackingWarning, match="could not start Fake tracker") as record:
         with session as run:
             ran = True
-            assert run is None
+            assert isinstance(run, NullRun) and not run
     assert ran
     assert len(record) == 1
 
@@ -208,16 +208,18 @@ def test_mode_environment_variable_overrides_the_session(monkeypatch: pytest.Mon
     monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "disabled")
     session = FakeSession(mode="online")
     with session as run:
-        assert run is None
+        assert isinstance(run, NullRun) and not run
     assert session.opened == []
 
     monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "offline")
     with FakeSession(mode="online") as run:
         assert run.mode == "offline"
 
+    # A typo in the process-wide variable warns and leaves each session its own mode.
     monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "sometimes")
-    with pytest.raises(ValueError, match="'sometimes'.*'auto', 'online', 'offline', 'disabled'"), FakeSession():
-        pass
+    with pytest.warns(TrackingWarning, match="'sometimes' is not a mode.*'auto', 'online', 'offline', 'disabled'"):
+        with FakeSession(mode="offline") as run:
+            assert run.mode == "offline"
 
 
 @pytest.mark.parametrize(
@@ -251,7 +253,7 @@ def test_auto_with_a_flyte_secret_goes_online_and_the_value_never_shows(monkeypa
     session = FakeSession(secret=Secret(group="fake", key="token"), error_text=f"bad key {value}", fail_open=2)
     assert value not in repr(session)
     with pytest.warns(TrackingWarning) as record, session as run:
-        assert run is None  # both online and offline attempts failed
+        assert isinstance(run, NullRun) and not run  # both online and offline attempts failed
     assert all(value not in str(w.message) for w in record)
     assert any("***" in str(w.message) for w in record)
 
@@ -452,7 +454,7 @@ def test_an_unwritable_tracking_dir_leaves_the_block_running_untracked(
     ran = False
     with pytest.warns(TrackingWarning, match="could not create its data directory"), FakeSession(**OFFLINE) as run:
         ran = True
-        assert run is None
+        assert isinstance(run, NullRun) and not run
     assert ran
 
 
@@ -483,7 +485,7 @@ def test_the_mode_variable_never_turns_on_a_session_disabled_in_code(monkeypatch
     monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "offline")
     session = FakeSession(mode="disabled")
     with session as run:
-        assert run is None
+        assert isinstance(run, NullRun) and not run
     assert session.opened == []
 
 
@@ -495,7 +497,7 @@ def test_a_backend_that_cannot_open_at_all_warns_once_without_an_offline_retry()
             raise SessionUnavailable("another run holds the only slot")
 
     with pytest.warns(TrackingWarning) as record, Busy(mode="online") as run:
-        assert run is None
+        assert isinstance(run, NullRun) and not run
     assert len(record) == 1
     assert "another run holds the only slot" in str(record[0].message)
 
@@ -507,3 +509,80 @@ def test_an_unreadable_saved_login_counts_as_no_login() -> None:
 
     with pytest.warns(TrackingWarning, match="no API key was found"), BrokenLogin() as run:
         assert run.mode == "offline"
+
+
+def test_generator_functions_are_refused_at_decoration_time() -> None:
+    def numbers():  # type: ignore[no-untyped-def]
+        yield current_run()
+
+    async def stream():  # type: ignore[no-untyped-def]
+        yield current_run()
+
+    for function in (numbers, stream):
+        with pytest.raises(TypeError, match="cannot decorate the generator function.*Use `with`"):
+            FakeSession(**OFFLINE)(function)
+        with pytest.raises(TypeError, match="@fake_init cannot decorate the generator function"):
+            fake_init(mode="offline")(function)
+
+
+async def test_an_asyncio_task_that_outlives_the_block_keeps_the_run_open_until_it_ends() -> None:
+    session = FakeSession(**OFFLINE)
+    release = asyncio.Event()
+    seen: list[FakeRun] = []
+
+    async def background() -> None:
+        async with session as run:  # inherits the block's run (contextvars), and holds it
+            await release.wait()
+            seen.append(run)
+            assert not run.closed
+
+    async with session as parent:
+        child = asyncio.create_task(background())
+        await asyncio.sleep(0.01)
+    assert not parent.closed  # the child still logs into it
+    release.set()
+    await child
+    assert seen == [parent] and parent.closed and parent.failed is False
+
+
+def test_a_block_exited_in_another_thread_still_closes_its_run() -> None:
+    session = FakeSession(**OFFLINE)
+
+    def holder():  # type: ignore[no-untyped-def]
+        with session as run:
+            yield run
+
+    generator = holder()
+    run = next(generator)
+    closer = threading.Thread(target=generator.close)
+    with pytest.warns(TrackingWarning, match="exited in another thread or context"):
+        closer.start()
+        closer.join()
+    assert run.closed
+    assert current_run() is None  # the stale frame in this thread no longer counts
+
+
+@pytest.mark.parametrize("ending", [GeneratorExit(), SystemExit(0), SystemExit(None)])
+def test_leaving_a_generator_early_or_exiting_with_zero_is_not_a_failure(ending: BaseException) -> None:
+    with pytest.raises(type(ending)), FakeSession(**OFFLINE) as run:
+        raise ending
+    assert run.closed and run.failed is False
+
+
+def test_sys_exit_with_an_error_code_is_a_failure() -> None:
+    with pytest.raises(SystemExit), FakeSession(**OFFLINE) as run:
+        raise SystemExit(3)
+    assert run.failed is True
+
+
+def test_a_null_run_accepts_what_a_tracker_would_and_records_nothing() -> None:
+    with FakeSession(mode="disabled") as run:
+        run.log({"loss": 0.1})
+        run["metrics/loss"].append(0.1)
+        run["params/lr"] = 3e-4
+        run.log_metric("auc", 0.9, step=1)
+        run.config.update({"a": 1})
+        with run:
+            pass
+    assert not run and "nothing is recorded" in repr(run)
+    assert current_run() is None

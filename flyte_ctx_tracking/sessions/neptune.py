@@ -11,7 +11,6 @@ does, as ``flytekit.current_context().neptune_run``, then stops it when the bloc
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, describe_secret, redact
 from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession
-from .._validate import check_str, check_str_list, check_url
+from .._validate import check_str, check_str_list, check_url, shorten_id
 
 if TYPE_CHECKING:
     from neptune import Run
@@ -121,12 +120,7 @@ def derived_custom_run_id(plan: OpenPlan) -> str | None:
     """
     if plan.group is None:
         return None
-    full = f"{plan.group}-{plan.context.attempt}"
-    if len(full) <= CUSTOM_RUN_ID_MAX_LENGTH:
-        return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:12]
-    head = full[: CUSTOM_RUN_ID_MAX_LENGTH - len(digest) - 1].rstrip("-")
-    return f"{head}-{digest}"
+    return shorten_id(f"{plan.group}-{plan.context.attempt}", CUSTOM_RUN_ID_MAX_LENGTH)
 
 
 @contextmanager
