@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -144,6 +144,18 @@ class ExecutionContext:
             "flyte/execution_url": self.execution_url,
         }
         return {key: value for key, value in candidates.items() if value}
+
+    def tags(self, user_tags: Iterable[str] | None = None, *, max_length: int | None = None) -> list[str]:
+        """``user_tags`` followed by the execution project and domain (known ones, not repeated).
+
+        Trackers tag runs with them so a project's or domain's runs can be filtered together;
+        ``max_length`` leaves out a tag the backend would reject as too long.
+        """
+        tags = list(user_tags or ())
+        for tag in (self.execution_project, self.execution_domain):
+            if tag and tag not in tags and (max_length is None or len(tag) <= max_length):
+                tags.append(tag)
+        return tags
 
     def as_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (for logging, JSON or tests)."""

@@ -314,11 +314,7 @@ class CometSession(TrackingSession["CometExperiment"]):
         else:
             config = ExperimentConfig(**self.config_kwargs)
         config.offline_directory = str(plan.directory)
-        tags = list(config.tags or [])
-        for tag in (plan.context.execution_project, plan.context.execution_domain):
-            if tag and tag not in tags:
-                tags.append(tag)
-        config.tags = tags
+        config.tags = plan.context.tags(config.tags)
         # Comet would log the first file outside comet_ml on the stack, which is this library's.
         log_code = config.log_code is not False
         config.log_code = False

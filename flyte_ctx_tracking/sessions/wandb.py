@@ -239,10 +239,7 @@ class WandbSession(TrackingSession["Run"]):
             link = f"[Execution URL]({context.execution_url})"
             notes = f"{link}\n{notes}" if notes else link
 
-        tags = list(self.init_kwargs.get("tags") or ())
-        for tag in (context.execution_project, context.execution_domain):
-            if tag and len(tag) <= _MAX_TAG and tag not in tags:
-                tags.append(tag)
+        tags = context.tags(self.init_kwargs.get("tags"), max_length=_MAX_TAG)
 
         # Default data directory: the core's `<root>/wandb`; W&B appends `wandb/` to `dir` itself.
         root_dir = plan.directory if self.directory is not None else plan.directory.parent
