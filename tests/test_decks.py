@@ -49,3 +49,16 @@ def test_a_tracking_session_shows_its_run_in_the_pod_deck(pod_run: PodRunner) ->
     assert html is not None
     assert "Fake tracker run (finished)" in html
     assert "fake sync" in html
+
+
+def test_decks_with_the_same_title_are_numbered_instead_of_replaced() -> None:
+    titles: list[str] = []
+
+    @task(enable_deck=True)
+    def two_runs() -> None:
+        add_deck("Weights & Biases", "<p>outer</p>")
+        add_deck("Weights & Biases", "<p>inner</p>")
+        titles.extend(deck.name for deck in FlyteContextManager.current_context().user_space_params.decks)
+
+    two_runs()
+    assert "Weights & Biases" in titles and "Weights & Biases #2" in titles

@@ -26,15 +26,23 @@ def decks_enabled() -> bool:
 
 
 def add_deck(title: str, html: str) -> bool:
-    """Add an HTML deck named ``title`` to the running task.
+    """Add an HTML deck named ``title`` (numbered ``#2``, ``#3``... when taken) to the running task.
 
     Returns True when the deck was added. Outside a task, or when the task's decks are off, it
     does nothing and returns False, so sessions can call it unconditionally (building the HTML of
     a big report is skipped by checking :func:`decks_enabled` first).
     """
-    if not decks_enabled():
+    params = _task_params() if decks_enabled() else None
+    if params is None:
         return False
     from flytekit import Deck
 
-    Deck(title, html)
+    # Flyte shows decks as tabs keyed by title: a second "Weights & Biases" deck (a nested run)
+    # would replace the first, so later ones are numbered.
+    taken = {getattr(deck, "name", None) for deck in params.decks}
+    unique, number = title, 1
+    while unique in taken:
+        number += 1
+        unique = f"{title} #{number}"
+    Deck(unique, html)
     return True
