@@ -17,11 +17,9 @@ Run: .venv/bin/python benchmarks/bench_comet.py
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _util import import_increment  # noqa: E402 - after the sys.path lines above
+from _util import import_increment, run_in_venv  # noqa: E402 - after the sys.path lines above
 
 PLUGIN_VENV_PYTHON = HERE / ".venv-comet" / "bin" / "python"
 ROUNDS = 5
@@ -156,16 +154,8 @@ def main() -> None:
         print(f"(no {PLUGIN_VENV_PYTHON.parent.parent}: skipping the flytekitplugins-comet-ml comparisons)")
         return
     python = str(PLUGIN_VENV_PYTHON)
-    script = Path(tempfile.mkdtemp(prefix="bench-comet-task-")) / "task_bench.py"
-    script.write_text(TASK_BENCH, encoding="utf-8")  # flytekit reads a task's source: no `python -c`
-    env = {**os.environ, "HOME": str(script.parent)}  # the plugin's comet_ml.login reads (and may write) ~/
-    done = subprocess.run(
-        [python, str(script), str(ROUNDS)], capture_output=True, text=True, cwd=script.parent, env=env
-    )
-    shutil.rmtree(script.parent, ignore_errors=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the task benchmark failed:\n{done.stderr[-3000:]}")
-    tasks = json.loads(done.stdout.strip().splitlines()[-1])
+    # The plugin's comet_ml.login reads (and may write) ~/: a throwaway HOME.
+    tasks = run_in_venv(PLUGIN_VENV_PYTHON, TASK_BENCH, str(ROUNDS), own_home=True)
     print(f"local @task with our comet_ml_login:        {tasks['ours'] * 1000:8.1f} ms")
     print(
         f"local @task with the plugin's decorator:    {tasks['plugin'] * 1000:8.1f} ms   "

@@ -15,10 +15,8 @@ Run: .venv/bin/python benchmarks/bench_neptune.py
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _util import import_increment
+from _util import import_increment, run_in_venv
 
 HERE = Path(__file__).resolve().parent
 
@@ -117,13 +115,7 @@ def main() -> None:
         print(f"(no {PLUGIN_VENV_PYTHON.parent.parent}: skipping the flytekitplugins-neptune comparisons)")
         return
     python = str(PLUGIN_VENV_PYTHON)
-    script = Path(tempfile.mkdtemp(prefix="bench-neptune-task-")) / "task_bench.py"
-    script.write_text(TASK_BENCH, encoding="utf-8")  # flytekit reads a task's source: no `python -c`
-    done = subprocess.run([python, str(script), str(ROUNDS)], capture_output=True, text=True, cwd=script.parent)
-    shutil.rmtree(script.parent, ignore_errors=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the task benchmark failed:\n{done.stderr[-3000:]}")
-    tasks = json.loads(done.stdout.strip().splitlines()[-1])
+    tasks = run_in_venv(PLUGIN_VENV_PYTHON, TASK_BENCH, str(ROUNDS))
     print(f"local @task with our neptune_init_run:    {tasks['ours'] * 1000:8.1f} ms")
     print(
         f"local @task with the plugin's decorator:  {tasks['plugin'] * 1000:8.1f} ms   "

@@ -20,11 +20,9 @@ metadata, and waits on close until wandb-core has written the run's transaction 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _util import run_in_venv
 
 HERE = Path(__file__).resolve().parent
 PLUGIN_VENV_PYTHON = HERE / ".venv-wandb" / "bin" / "python"
@@ -166,16 +166,7 @@ def main() -> None:
     if not PLUGIN_VENV_PYTHON.exists():
         print(f"(no {PLUGIN_VENV_PYTHON.parent.parent}: skipping the flytekitplugins-wandb comparison)")
         return
-    script = Path(tempfile.mkdtemp(prefix="bench-wandb-task-")) / "task_bench.py"
-    script.write_text(TASK_BENCH, encoding="utf-8")
-    done = subprocess.run(
-        [str(PLUGIN_VENV_PYTHON), str(script), str(ROUNDS)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=script.parent,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_in_venv(PLUGIN_VENV_PYTHON, TASK_BENCH, str(ROUNDS))
     (ours_task, ours_best), (plugin_task, plugin_best) = result["ours"], result["plugin"]
     print(_line("@task + our wandb_init (offline):", ours_task, ours_best))
     print(
@@ -186,7 +177,6 @@ def main() -> None:
             f"  ratio {result['paired']:.3f}x (median of rounds), {ours_best / plugin_best:.3f}x (best)",
         )
     )
-    shutil.rmtree(script.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
