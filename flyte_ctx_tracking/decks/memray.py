@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import functools
 import os
 import re
 import subprocess
@@ -243,6 +244,25 @@ class _Collector:
 
     def flush(self) -> None:
         return None
+
+
+@functools.cache
+def warm_up_reporter(kind: str) -> None:
+    """Import memray's reporter and compile its report template, once per process and report kind.
+
+    Called before a tracker starts: the first report of a process then renders as fast as later
+    ones (the one-time cost moves to the first entry, outside the profile and the block's exit).
+    """
+    try:
+        from memray.reporters.flamegraph import FlameGraphReporter  # noqa: F401
+        from memray.reporters.table import TableReporter  # noqa: F401
+        from memray.reporters.templates import get_render_environment
+
+        environment = get_render_environment()
+        for template in {kind, "flamegraph"}:  # a report too large to embed degrades to a flame graph
+            environment.get_template(f"{template}.html")
+    except Exception:  # an older memray or a moved module: rendering will say what is wrong
+        return
 
 
 def _render_in_process(capture: Path, options: ReportOptions, kind: str) -> str:

@@ -281,6 +281,11 @@ class memray_profile(Session[MemrayCapture]):
     def _open(self, plan: OpenPlan) -> MemrayCapture:
         import memray
 
+        from ..decks import decks_enabled
+        from ..decks.memray import warm_up_reporter
+
+        if self.deck and decks_enabled():  # a report will be rendered: its one-time setup, unprofiled
+            warm_up_reporter("temporal_flamegraph" if self.options.temporal else self.options.reporter)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         path = plan.directory / f"{file_stem(self.name, 'profile')}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin"
         tracker = memray.Tracker(
