@@ -22,7 +22,7 @@ def main() -> None:
     # Instead: what importing our package costs in a fresh interpreter, against import flytekit.
     flytekit = fresh_import_seconds("import flytekit")
     ours_alone = fresh_import_seconds("import flyte_ctx_tracking")
-    entry_point = fresh_import_seconds("import flyte_ctx_tracking.sessions.whylogs_plugin")
+    entry_point = fresh_import_seconds("import flyte_ctx_tracking.sessions.whylogs._plugin")
     print(f"import flytekit:                          {flytekit * 1000:8.1f} ms (includes our entry point)")
     print(
         f"import flyte_ctx_tracking alone:          {ours_alone * 1000:8.2f} ms  "

@@ -33,7 +33,7 @@ WORKER = r"""
 import json, resource, sys, tempfile, time
 import numpy as np, pandas as pd
 from flyte_ctx_tracking import whylogs_profile
-from flyte_ctx_tracking._whylogs_compat import import_whylogs
+from flyte_ctx_tracking.sessions.whylogs._compat import import_whylogs
 
 why = import_whylogs()
 mode, rows, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -6,109 +6,96 @@ Every integration is a reentrant session that reads the Flyte execution context:
     with memray_profile("join"): ...
     with whylogs_profile("batch", reference=ref) as prof: prof.log(chunk)
 
-Importing this package imports no backend and not even flytekit: names resolve on first use.
+Importing this package imports no backend and not even flytekit: names resolve on first use. The
+core names are listed here; each integration's names are its module's ``__all__`` (see
+:mod:`flyte_ctx_tracking._registry`), so a new integration is one module in ``sessions/``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
 
-# public name -> module that defines it (relative to this package)
-_LAZY: dict[str, str] = {
+# The core's public names -> the private module that defines them.
+_CORE: dict[str, str] = {
     "ExecutionContext": "._context",
     "execution_context": "._context",
+    "add_deck": "._flyte",
+    "SessionDecorator": "._decorator",
     "current_run": "._session",
     "NullRun": "._session",
+    "ProfilerOptions": "._session",
     "Session": "._session",
-    "TrackingSession": "._session",
     "TrackingError": "._session",
+    "TrackingOptions": "._session",
+    "TrackingSession": "._session",
     "TrackingWarning": "._session",
     "tracking_root": "._session",
-    "SessionDecorator": "._decorator",
-    "add_deck": ".decks",
-    "wandb_session": ".sessions.wandb",
-    "wandb_init": ".sessions.wandb",
-    "comet_session": ".sessions.comet",
-    "comet_ml_login": ".sessions.comet",
-    "_comet_ml_login_class": ".sessions.comet",
-    "neptune_session": ".sessions.neptune",
-    "neptune_init_run": ".sessions.neptune",
-    "_neptune_init_run_class": ".sessions.neptune",
-    "memray_profile": ".sessions.memray",
-    "memray_profiling": ".sessions.memray",
-    "whylogs_profile": ".sessions.whylogs",
-    "WhylogsDatasetProfileTransformer": ".sessions.whylogs",
-    "WhylogsConstraintsRenderer": ".sessions.whylogs",
-    "WhylogsSummaryDriftRenderer": ".sessions.whylogs",
-    "ConstraintsFailedError": ".sessions.whylogs",
+    "integrations": "._registry",
 }
 
-__all__ = [
-    "ConstraintsFailedError",
-    "ExecutionContext",
-    "NullRun",
-    "Session",
-    "SessionDecorator",
-    "TrackingError",
-    "TrackingSession",
-    "TrackingWarning",
-    "WhylogsConstraintsRenderer",
-    "WhylogsDatasetProfileTransformer",
-    "WhylogsSummaryDriftRenderer",
-    "_comet_ml_login_class",
-    "_neptune_init_run_class",
-    "add_deck",
-    "comet_ml_login",
-    "comet_session",
-    "current_run",
-    "execution_context",
-    "memray_profile",
-    "memray_profiling",
-    "neptune_init_run",
-    "neptune_session",
-    "tracking_root",
-    "wandb_init",
-    "wandb_session",
-    "whylogs_profile",
-]
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for type checkers; tests check this list against the registry's exports
     from ._context import ExecutionContext, execution_context
     from ._decorator import SessionDecorator
+    from ._flyte import add_deck
+    from ._registry import integrations
     from ._session import (
         NullRun,
+        ProfilerOptions,
         Session,
         TrackingError,
+        TrackingOptions,
         TrackingSession,
         TrackingWarning,
         current_run,
         tracking_root,
     )
-    from .decks import add_deck
-    from .sessions.comet import _comet_ml_login_class, comet_ml_login, comet_session
-    from .sessions.memray import memray_profile, memray_profiling
-    from .sessions.neptune import _neptune_init_run_class, neptune_init_run, neptune_session
-    from .sessions.wandb import wandb_init, wandb_session
+    from .sessions.comet import CometSession, _comet_ml_login_class, comet_ml_login, comet_session
+    from .sessions.memray import AllocationSite, MemrayCapture, memray_profile, memray_profiling
+    from .sessions.neptune import NeptuneSession, _neptune_init_run_class, neptune_init_run, neptune_session
+    from .sessions.wandb import WandbSession, wandb_init, wandb_session
     from .sessions.whylogs import (
+        ColumnSummary,
+        ConstraintResult,
         ConstraintsFailedError,
+        DriftResult,
         WhylogsConstraintsRenderer,
         WhylogsDatasetProfileTransformer,
+        WhylogsProfile,
+        WhylogsProfileSession,
         WhylogsSummaryDriftRenderer,
         whylogs_profile,
     )
 
 
+def _is_submodule(name: str) -> bool:
+    return name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None
+
+
+def _exports() -> dict[str, str]:
+    from ._registry import builtin_exports
+
+    return {**dict.fromkeys(_CORE, __name__), **builtin_exports()}
+
+
 def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
+    if (name.startswith("__") and name != "__all__") or _is_submodule(name):
+        # dunders, and submodules being imported (`from . import _flyte`), are not exports
         raise AttributeError(f"module 'flyte_ctx_tracking' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name, __name__), name)
+    if name == "__all__":
+        value: Any = sorted(_exports())
+    elif name in _CORE:
+        value = getattr(importlib.import_module(_CORE[name], __name__), name)
+    elif name in (exports := _exports()):
+        value = getattr(importlib.import_module(exports[name]), name)
+    else:
+        raise AttributeError(f"module 'flyte_ctx_tracking' has no attribute {name!r}")
     globals()[name] = value  # resolve once; later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *_exports()})

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ._flyte import current_task
+
 __all__ = ["ExecutionContext", "execution_context"]
 
 # Suffixes the training operators append to a pod name: `{exec}-{node}-{attempt}-worker-0`.
@@ -182,20 +184,6 @@ def _parse_pod_name(hostname: str, execution_name: str | None) -> tuple[str | No
     return execution_name, attempt, node_id
 
 
-def _flytekit_params() -> tuple[bool, Any] | None:
-    """``(is_remote, user_space_params)`` when flytekit is executing a task, else ``None``."""
-    try:
-        from flytekit.core.context_manager import FlyteContextManager
-
-        ctx = FlyteContextManager.current_context()
-        state = ctx.execution_state
-        if state is None or state.mode is None:
-            return None
-        return (not state.is_local_execution()), ctx.user_space_params
-    except Exception:  # flytekit internals changed: fall back to the environment
-        return None
-
-
 def execution_context(environ: Mapping[str, str] | None = None) -> ExecutionContext:
     """Read the execution context of the running code.
 
@@ -208,9 +196,9 @@ def execution_context(environ: Mapping[str, str] | None = None) -> ExecutionCont
         environ: the environment to read instead of ``os.environ`` (for tests).
     """
     env = os.environ if environ is None else environ
-    flyte = _flytekit_params()
-    if flyte is not None:
-        is_remote, params = flyte
+    task = current_task()
+    if task is not None:
+        is_remote, params = task.is_remote, task.params
         exec_id = getattr(params, "execution_id", None)
         task_id = getattr(params, "task_id", None)
         values: dict[str, Any] = {

@@ -8,7 +8,9 @@ library is about to show that could carry it (backend error messages often echo 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Union
+
+from ._flyte import is_flyte_secret, read_flyte_secret
 
 if TYPE_CHECKING:
     from flytekit import Secret
@@ -21,18 +23,9 @@ SecretSpec = Union["Secret", Callable[[], str], None]
 _MASK = "***"
 
 
-def _is_flyte_secret(secret: object) -> bool:
-    # Checked by name first so that validating a secret does not import flytekit's models eagerly.
-    if type(secret).__name__ != "Secret":
-        return False
-    from flytekit import Secret
-
-    return isinstance(secret, Secret)
-
-
 def validate_secret(secret: object, *, owner: str) -> None:
     """Raise ``TypeError`` naming the bad value unless ``secret`` is a ``Secret``, a callable or None."""
-    if secret is None or _is_flyte_secret(secret) or callable(secret):
+    if secret is None or is_flyte_secret(secret) or callable(secret):
         return
     raise TypeError(
         f"{owner}: secret={type(secret).__name__} is not accepted; pass a flytekit Secret(group=..., key=...), "
@@ -45,7 +38,7 @@ def describe_secret(secret: object) -> str:
     """A printable description of where a secret comes from, never its value."""
     if secret is None:
         return "None"
-    if _is_flyte_secret(secret):
+    if is_flyte_secret(secret):
         group = getattr(secret, "group", None)
         key = getattr(secret, "key", None)
         return f"Secret(group={group!r}, key={key!r})"
@@ -65,8 +58,8 @@ def resolve_secret(secret: SecretSpec) -> str | None:
     """
     if secret is None:
         return None
-    if _is_flyte_secret(secret):
-        return _resolve_flyte_secret(secret)
+    if is_flyte_secret(secret):
+        return read_flyte_secret(secret)
     value = secret()  # type: ignore[operator]
     if value is None:
         return None
@@ -75,24 +68,6 @@ def resolve_secret(secret: SecretSpec) -> str | None:
             f"the secret callable {describe_secret(secret)} returned {type(value).__name__}; "
             "it must return the key as a str (or None when there is none)"
         )
-    return value.strip() or None
-
-
-def _resolve_flyte_secret(secret: Any) -> str | None:
-    import os
-
-    from flytekit.core.context_manager import FlyteContextManager
-
-    # Secret(env_var=...) asks Flyte to mount the value under a name of the user's choice.
-    if getattr(secret, "env_var", None) and os.environ.get(secret.env_var):
-        return str(os.environ[secret.env_var]).strip() or None
-    manager = FlyteContextManager.current_context().user_space_params.secrets
-    try:
-        value = manager.get(group=secret.group, key=secret.key, group_version=secret.group_version)
-    except (ValueError, OSError):
-        return None
-    if not isinstance(value, str):
-        return None
     return value.strip() or None
 
 

@@ -4,24 +4,30 @@ A session is a reusable, reentrant context manager (``with``, ``async with``, or
 Subclasses supply only what is specific to their backend: how to open and close a handle, what
 identifies their target, and what to show in a deck. Everything else lives here, once:
 
+* registration: a subclass declaring ``kind=...`` is an integration (:mod:`._registry`);
+* the shared options (``mode``, ``on_error``, ``secret``, ``directory``, ``all_ranks``), their
+  checks and their documentation, and a ``repr`` derived from each session's own parameters;
 * reentrancy: entering a session whose target is already active in this thread or asyncio task
-  reuses that handle; only the outermost exit closes it;
+  reuses that handle; the last user of a handle closes it, exactly once;
 * isolation: the active handles live in a ``ContextVar``, so threads and asyncio tasks never see
-  each other's runs;
+  each other's runs; ``async with`` opens and closes the backend off the event loop;
 * the error policy: the user's exception always propagates unchanged (same object, same
   traceback) after the handle is closed as failed; a failure of the backend itself follows
-  ``on_error``;
-* mode (``auto``/``online``/``offline``/``disabled``, overridden by ``FLYTE_CTX_TRACKING_MODE``),
-  rank awareness, the local data directory, secrets and decks.
+  ``on_error``, and every warning points at the user's line;
+* mode (overridden by ``FLYTE_CTX_TRACKING_MODE``), rank awareness, the local data directory,
+  secrets and decks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import copy
 import functools
 import importlib.util
 import inspect
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
@@ -29,37 +35,41 @@ from contextlib import AbstractContextManager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
-from typing import Any, ClassVar, Generic, Literal, TypeVar, cast, get_args
+from types import FrameType, TracebackType
+from typing import Any, ClassVar, Generic, Literal, TypedDict, TypeVar, cast, get_args
 
+from . import _flyte, _registry
 from ._context import ExecutionContext, execution_context
 from ._secrets import SecretSpec, describe_secret, redact, resolve_secret, scrub_exception_chain, validate_secret
+from ._types import RunInfo
 from ._validate import check_choice
 
 __all__ = [
-    "KINDS",
     "MODE_ENV_VAR",
+    "SHARED_OPTIONS",
     "TRACKING_DIR_ENV_VAR",
     "Mode",
     "NullRun",
     "OnError",
     "OpenPlan",
+    "ProfilerOptions",
     "RunInfo",
     "Session",
     "SessionUnavailable",
     "TrackingError",
+    "TrackingOptions",
     "TrackingSession",
     "TrackingWarning",
     "current_run",
     "log_to_active_trackers",
     "tracking_root",
+    "warn",
 ]
 
 Mode = Literal["auto", "online", "offline", "disabled"]
 OnError = Literal["warn", "raise"]
 MODES: tuple[str, ...] = get_args(Mode)
 ON_ERROR: tuple[str, ...] = get_args(OnError)
-KINDS: tuple[str, ...] = ("wandb", "comet", "neptune", "memray", "whylogs")
 MODE_ENV_VAR = "FLYTE_CTX_TRACKING_MODE"
 TRACKING_DIR_ENV_VAR = "FLYTE_CTX_TRACKING_DIR"
 DEFAULT_TRACKING_DIR = ".flyte-ctx-tracking"
@@ -67,6 +77,7 @@ DEFAULT_TRACKING_DIR = ".flyte-ctx-tracking"
 HandleT = TypeVar("HandleT")
 SessionT = TypeVar("SessionT", bound="Session[Any]")
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class TrackingWarning(UserWarning):
@@ -88,6 +99,121 @@ def tracking_root() -> Path:
     return Path(os.environ.get(TRACKING_DIR_ENV_VAR) or DEFAULT_TRACKING_DIR).absolute()
 
 
+# ---------------------------------------------------------------------------------- shared options
+
+
+class ProfilerOptions(TypedDict, total=False):
+    """The options every session takes, profilers included (documented in :data:`SHARED_OPTIONS`)."""
+
+    mode: Mode
+    on_error: OnError
+    directory: str | os.PathLike[str] | None
+
+
+class TrackingOptions(ProfilerOptions, total=False):
+    """The options of tracking sessions: a profiler's, and ``all_ranks`` (``secret`` is positional)."""
+
+    all_ranks: bool
+
+
+SHARED_OPTIONS: Mapping[str, str] = {
+    "mode": (
+        '``"auto"`` (trackers: online with a key, else offline with one warning; profilers: on), '
+        '``"online"``, ``"offline"`` or ``"disabled"``. ``FLYTE_CTX_TRACKING_MODE`` overrides it for a '
+        "whole process, but never turns on a session its code disabled."
+    ),
+    "on_error": (
+        'what a failure of the backend itself does: ``"warn"`` (the block runs on, untracked or '
+        'offline) or ``"raise"`` (:class:`TrackingError`). Never applies to the user\'s own exception.'
+    ),
+    "secret": (
+        "the backend's key: a flytekit ``Secret``, a callable returning it, or None to use the "
+        "backend's own variable or saved login. It is handed to this session's backend call only."
+    ),
+    "directory": "where the backend's local data goes; default ``$FLYTE_CTX_TRACKING_DIR/<kind>``.",
+    "all_ranks": (
+        "in distributed training (``WORLD_SIZE > 1``) track every rank, not rank 0 only; the other "
+        "ranks otherwise get ``None``."
+    ),
+}
+"""The documentation of each shared option, appended to every session class's docstring."""
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def _options_doc(names: tuple[str, ...]) -> str:
+    lines = ["", "    Shared options (keyword arguments, the same for every integration):"]
+    for name in names:
+        lines.append(f"        {name}: {SHARED_OPTIONS[name]}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- warnings
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """The user's line a session's warnings point at."""
+
+    filename: str
+    lineno: int
+    module: str
+    globals: dict[str, Any] = field(repr=False, compare=False)
+    function: str | None = None
+    """``module.qualname`` of a decorated function."""
+
+    @classmethod
+    def of(cls, source: FrameType | Callable[..., Any]) -> _Origin | None:
+        """The origin of a ``with`` block's frame, or of a decorated function."""
+        return cls.of_frame(source) if isinstance(source, FrameType) else cls.of_function(source)
+
+    @classmethod
+    def of_frame(cls, frame: FrameType | None) -> _Origin | None:
+        """The first frame from ``frame`` outwards that is not this library's or the machinery's."""
+        while frame is not None:
+            module = str(frame.f_globals.get("__name__", ""))
+            if not module.startswith(_MACHINERY):
+                return cls(frame.f_code.co_filename, frame.f_lineno, module, frame.f_globals)
+            frame = frame.f_back
+        return None
+
+    @classmethod
+    def of_function(cls, func: Callable[..., Any]) -> _Origin | None:
+        """Where ``func`` is defined: a decorated function's warnings point at its decorators."""
+        code = getattr(inspect.unwrap(func), "__code__", None)
+        func_globals = getattr(inspect.unwrap(func), "__globals__", None)
+        if code is None or not isinstance(func_globals, dict):
+            return None
+        module = str(func_globals.get("__name__", ""))
+        name = f"{module}.{getattr(func, '__qualname__', code.co_name)}"
+        return cls(code.co_filename, code.co_firstlineno, module, func_globals, name)
+
+
+# Frames of these modules are never the user's line (``contextlib`` runs ``ExitStack`` blocks).
+_MACHINERY = ("flyte_ctx_tracking", "contextlib", "asyncio", "concurrent.futures", "threading")
+# The origin of the session whose backend code is running in this context (set around each hook).
+_ORIGIN: ContextVar[_Origin | None] = ContextVar("flyte_ctx_tracking_origin", default=None)
+
+
+def warn(message: str, category: type[Warning] = TrackingWarning) -> None:
+    """Warn at the user's line of the session being opened or closed (else at the caller's caller).
+
+    Integrations call this instead of ``warnings.warn``: their code runs deep in the core, and off
+    the event loop for ``async with``, so a stack level cannot find the user's line.
+    """
+    origin = _ORIGIN.get()
+    if origin is None:
+        origin = _Origin.of_frame(sys._getframe(1))
+    if origin is None:
+        warnings.warn(message, category, stacklevel=3)
+        return
+    registry = origin.globals.setdefault("__warningregistry__", {})
+    warnings.warn_explicit(message, category, origin.filename, origin.lineno, origin.module, registry)
+
+
+# ---------------------------------------------------------------------------------- open state
+
+
 @dataclass(frozen=True)
 class OpenPlan:
     """Everything a backend needs to open its handle, decided by the core.
@@ -100,6 +226,11 @@ class OpenPlan:
         group: what a node's retries and ranks share (``None`` locally).
         api_key: the resolved secret, if any. Never printed: excluded from ``repr``.
         fallback_reason: why the mode is not what was asked for, if it is not.
+        after_online_failure: True for the offline retry after opening online failed (a backend
+            whose failed attempt still holds the run id uses another one).
+        source_file: the user's source file that entered the session (the decorated function's
+            file, or the file of the ``with`` block), when it is a file on disk.
+        function: ``module.qualname`` of the decorated function, for a decorator.
     """
 
     mode: str
@@ -110,20 +241,8 @@ class OpenPlan:
     api_key: str | None = field(default=None, repr=False)
     fallback_reason: str | None = None
     after_online_failure: bool = False
-    """True for the offline retry after opening online failed (a backend whose failed attempt
-    still holds the run id uses another one)."""
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a tracking session shows about its run in a deck and in the offline warning."""
-
-    backend: str
-    fields: Mapping[str, str | None]
-    url: str | None = None
-    local_path: str | None = None
-    sync_command: str | None = None
-    failed: bool = False
+    source_file: str | None = None
+    function: str | None = None
 
 
 @dataclass(eq=False)
@@ -132,6 +251,7 @@ class _OpenState:
 
     handle: Any
     plan: OpenPlan | None
+    origin: _Origin | None = None
     scope: AbstractContextManager[Any] | None = None
     users: int = 1
     """Frames holding the handle. The last one out closes it: an asyncio task that re-entered the
@@ -162,12 +282,17 @@ class _OpenState:
             return failure if failure is not None else self.outcome
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class _Frame:
+    """One entry into a session: a ``with`` block, an ``async with`` block or one decorated call."""
+
     key: Hashable
     state: _OpenState
     session: Session[Any]
     owner: bool
+    caller: int
+    """``id`` of the Python frame that entered: the same frame exits (``with`` and ``async with``)."""
+    exited: bool = False
 
 
 # The active sessions of this thread or asyncio task, innermost last. A tuple, never mutated in
@@ -196,23 +321,28 @@ def refuse_generator_function(owner: str, func: object) -> None:
         )
 
 
+def _check_kind(kind: str) -> None:
+    if _registry.find(kind) is None:
+        check_choice("current_run", "kind", kind, _registry.kinds())
+
+
 def current_run(kind: str | None = None) -> Any:
     """The innermost active session handle, of one backend when ``kind`` is given, else ``None``.
 
     Args:
-        kind: one of ``"wandb"``, ``"comet"``, ``"neptune"``, ``"memray"``, ``"whylogs"``, or None
-            for whichever session is innermost.
+        kind: a registered kind (``"wandb"``, ``"comet"``, ``"neptune"``, ``"memray"``, ``"whylogs"``,
+            or one a session class of your own declares), or None for whichever session is innermost.
     """
     if kind is not None:
-        check_choice("current_run", "kind", kind, KINDS)
+        _check_kind(kind)
     for frame in reversed(_ACTIVE.get()):
-        if (kind is None or frame.session.kind == kind) and not frame.state.closed:
+        if (kind is None or frame.session.kind == kind) and not frame.exited and not frame.state.closed:
             return frame.state.handle
     return None
 
 
 def log_to_active_trackers(metrics: Mapping[str, float | int]) -> list[str]:
-    """Log ``metrics`` to the innermost active run of each tracking backend (W&B, Comet, Neptune).
+    """Log ``metrics`` to the innermost active run of each tracking backend.
 
     Profilers use this to connect what they measured to the run the user is tracking. A tracker
     that fails to log gets a warning; the caller never fails. Returns the kinds that were logged to.
@@ -221,26 +351,41 @@ def log_to_active_trackers(metrics: Mapping[str, float | int]) -> list[str]:
     for frame in reversed(_ACTIVE.get()):
         session = frame.session
         skip = frame.state.handle is None or isinstance(frame.state.handle, NullRun)
-        skip = skip or frame.state.closed or session.kind in done
+        skip = skip or frame.exited or frame.state.closed or session.kind in done
         if not isinstance(session, TrackingSession) or skip:
             continue
         done.append(session.kind)
         try:
             session._log_metrics(frame.state.handle, metrics)
         except Exception as error:
-            warnings.warn(
-                f"{type(session).__name__}: could not log {sorted(metrics)}: {type(error).__name__}: {error}",
-                TrackingWarning,
-                stacklevel=2,
-            )
+            warn(f"{type(session).__name__}: could not log {sorted(metrics)}: {type(error).__name__}: {error}")
     return done
+
+
+async def _off_loop(function: Callable[[], T]) -> T:
+    """Run a blocking backend call in a worker thread, in a copy of this context.
+
+    If the awaiting task is cancelled, the call still finishes (a half-opened run would leak):
+    the cancellation is raised once it has.
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(None, contextvars.copy_context().run, function)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with suppress(BaseException):
+            await future
+        raise
 
 
 class Session(Generic[HandleT]):
     """Base of every integration: a reentrant context manager, async context manager and decorator.
 
-    Subclasses set the class attributes and implement :meth:`_open` and :meth:`_close`; they may
-    override :meth:`_reuse_key`, :meth:`_ambient_credentials` and :meth:`_deck`.
+    An integration subclasses it (or :class:`TrackingSession`) with class keywords that register
+    its kind: ``class MySession(Session[MyHandle], kind="mine", display_name="Mine",
+    backend="mine_client", extra="mine")``, and implements :meth:`_open` and :meth:`_close`; it may
+    override the other hooks. Its ``__init__`` lists only its own parameters and hands the shared
+    options to :meth:`_take_options`.
     """
 
     kind: ClassVar[str]
@@ -249,33 +394,93 @@ class Session(Generic[HandleT]):
     """How messages and decks name the backend."""
     backend_module: ClassVar[str]
     """The module that must be importable to enter the session."""
-    extra: ClassVar[str]
+    extra: ClassVar[str | None] = None
     """The pip extra that installs ``backend_module``."""
     tracks_runs: ClassVar[bool] = False
     """Tracking backends have online and offline modes and open runs on rank 0 only by default."""
+    shared_options: ClassVar[tuple[str, ...]] = ("mode", "on_error", "directory")
+    """The shared options this kind of session takes."""
+    named_after_function: ClassVar[bool] = False
+    """Whether a decorated function names an unnamed session (profilers: ``name``)."""
     deck: bool = True
     """Whether the session adds its deck (when the task's decks are on); profilers take it as an argument."""
 
-    def __init__(
-        self,
+    mode: Mode
+    on_error: OnError
+    secret: SecretSpec
+    directory: Path | None
+    all_ranks: bool
+
+    def __init_subclass__(
+        cls,
         *,
-        mode: Mode = "auto",
-        on_error: OnError = "warn",
-        secret: SecretSpec = None,
-        directory: str | os.PathLike[str] | None = None,
-        all_ranks: bool = False,
+        kind: str | None = None,
+        display_name: str | None = None,
+        backend: str | None = None,
+        extra: str | None = None,
+        **kwargs: Any,
     ) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is None:
+            return
+        if not isinstance(kind, str) or not kind.isidentifier():
+            raise ValueError(f"{cls.__qualname__}: kind={kind!r} is not accepted; pass a name such as 'wandb'")
+        cls.kind = kind
+        cls.display_name = display_name or kind
+        cls.backend_module = backend or kind
+        cls.extra = extra
+        if cls.__doc__:
+            cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n" + _options_doc(cls.shared_options)
+        _registry.register(_registry.Integration(kind, cls.display_name, cls.backend_module, extra, cls))
+
+    def __init__(self, **options: Any) -> None:
+        """Take the shared options; anything else is refused, naming what is accepted."""
+        self._refuse_unknown(self._take_options(dict(options)))
+
+    def _take_options(self, options: dict[str, Any], *, secret: SecretSpec = None) -> dict[str, Any]:
+        """Check and set the shared options found in ``options``; return the others.
+
+        A session without keyword arguments of its own (``**options`` only) passes everything:
+        what is left is refused with an error naming what is accepted.
+        """
         owner = type(self).__name__
+        shared = {name: options.pop(name) for name in self.shared_options if name in options}
+        mode = shared.get("mode", "auto")
+        on_error = shared.get("on_error", "warn")
         check_choice(owner, "mode", mode, MODES)
         check_choice(owner, "on_error", on_error, ON_ERROR)
+        secret = shared.get("secret", secret)
         validate_secret(secret, owner=owner)
-        self.mode: Mode = mode
-        self.on_error: OnError = on_error
+        directory = shared.get("directory")
+        if directory is not None and not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"{owner}: directory={directory!r} is not accepted; pass a path (str or os.PathLike)")
+        all_ranks = shared.get("all_ranks", False)
+        if not isinstance(all_ranks, bool):
+            raise TypeError(f"{owner}: all_ranks={all_ranks!r} is not accepted; pass True or False")
+        self.mode = mode
+        self.on_error = on_error
         self.secret = secret
         self.directory = Path(directory) if directory is not None else None
-        self.all_ranks = bool(all_ranks)
+        self.all_ranks = all_ranks
         self._key: Hashable | None = None
-        self._opened: list[_Frame] = []  # frames that opened a handle, in any context: to close strays
+        self._entered: list[_Frame] = []  # every live entry, in any context: to find a block exited elsewhere
+        self._entered_lock = threading.Lock()
+        return options
+
+    def _keep(self, arguments: Mapping[str, Any]) -> None:
+        """Keep the session's own parameters (``locals()`` of its ``__init__``, after checking them) as
+        attributes of the same names, which ``repr`` and the decorator objects show."""
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name not in ("self", "secret") and parameter.kind not in _VARIADIC and name in arguments:
+                setattr(self, name, arguments[name])
+
+    def _refuse_unknown(self, options: Mapping[str, Any]) -> None:
+        """``TypeError`` for keyword arguments that are neither the session's own nor shared."""
+        if options:
+            own = [name for name in inspect.signature(type(self).__init__).parameters if name != "self"]
+            accepted = ", ".join(sorted({*own, *self.shared_options} - {"options", "kwargs"}))
+            unknown = ", ".join(sorted(options))
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {unknown}; accepted: {accepted}")
 
     # ------------------------------------------------------------------ backend hooks
     def _reuse_key(self) -> Hashable:
@@ -321,12 +526,13 @@ class Session(Generic[HandleT]):
         """A context to hold open while the handle is active, or None (the default).
 
         The core enters it once the handle opened and exits it just before closing the handle, in
-        the owner frame only (reused nested frames share it). A backend uses it to publish its
-        handle somewhere else for the block's duration, such as flytekit's current context.
+        the caller's own context (never off the event loop), in the owner frame only. A backend
+        uses it to publish its handle somewhere else for the block's duration, such as flytekit's
+        current context.
         """
         return None
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ public lifecycle
     @property
     def key(self) -> Hashable:
         """The reuse key, computed once: the nested (reentrant) path must stay cheap."""
@@ -335,17 +541,8 @@ class Session(Generic[HandleT]):
         return self._key
 
     def __enter__(self) -> HandleT:
-        frames = _ACTIVE.get()
-        key = self.key
-        for frame in reversed(frames):
-            if frame.key == key and frame.state.join():
-                _ACTIVE.set((*frames, _Frame(key, frame.state, self, owner=False)))
-                return cast(HandleT, frame.state.handle)
-        state = self._start()
-        opened = _Frame(key, state, self, owner=True)
-        _ACTIVE.set((*_ACTIVE.get(), opened))
-        self._opened.append(opened)
-        return cast(HandleT, state.handle)
+        caller = sys._getframe(1)
+        return cast(HandleT, self._enter_sync(id(caller), caller).state.handle)
 
     def __exit__(
         self,
@@ -353,44 +550,13 @@ class Session(Generic[HandleT]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        frames = _ACTIVE.get()
-        frame: _Frame | None = None
-        for index in range(len(frames) - 1, -1, -1):
-            if frames[index].session is self:
-                frame = frames[index]
-                _ACTIVE.set(frames[:index] + frames[index + 1 :])
-                break
-        if frame is None:
-            frame = self._opened[-1] if self._opened else None
-            if frame is None:
-                return None  # never entered: nothing of ours to close
-            # A generator holding the block was resumed in another thread or context: the frame
-            # is not in this context's stack, but its run must still be closed.
-            warnings.warn(
-                f"{type(self).__name__}: the block was exited in another thread or context than it was "
-                "entered in (a generator resumed elsewhere?); closing its handle anyway",
-                TrackingWarning,
-                stacklevel=2,
-            )
-        if frame.owner:
-            with suppress(ValueError):
-                self._opened.remove(frame)
-        failure = _failure(exc)
-        closing = frame.state.leave(frame.owner, failure)
-        if closing is False:
-            return None
-        close_with = closing if isinstance(closing, BaseException) else None
-        if exc is None:
-            self._finish(frame.state, close_with)
-        else:
-            # The user's exception propagates unchanged, whatever closing raises (with
-            # on_error="raise" nothing does; a warning turned into an error by a filter might).
-            with suppress(Exception):
-                self._finish(frame.state, close_with)
-        return None
+        frame = self._find_exiting(id(sys._getframe(1)))
+        if frame is not None:
+            self._exit_sync(frame, exc)
 
     async def __aenter__(self) -> HandleT:
-        return self.__enter__()
+        caller = sys._getframe(1)
+        return cast(HandleT, (await self._enter_async(id(caller), caller)).state.handle)
 
     async def __aexit__(
         self,
@@ -398,29 +564,61 @@ class Session(Generic[HandleT]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        frame = self._find_exiting(id(sys._getframe(1)))
+        if frame is not None:
+            await self._exit_async(frame, exc)
 
     def __call__(self, func: F) -> F:
-        """Use the session as a decorator: every call of ``func`` runs inside it."""
+        """Use the session as a decorator: every call of ``func`` runs inside it.
+
+        A coroutine function stays one (its session opens and closes off the event loop); a
+        generator function is refused (its body would run outside the session). Warnings point at
+        the function's definition.
+        """
         refuse_generator_function(type(self).__name__, func)
+        session = self._for_function(func)
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with self:
-                    return await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
+                frame = await session._enter_async(0, func)
+                try:
+                    result = await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
+                except BaseException as error:
+                    await session._exit_async(frame, error)
+                    raise
+                await session._exit_async(frame, None)
+                return result
 
             return cast(F, async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self:
-                return func(*args, **kwargs)
+            frame = session._enter_sync(0, func)
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as error:
+                session._exit_sync(frame, error)
+                raise
+            session._exit_sync(frame, None)
+            return result
 
         return cast(F, wrapper)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(mode={self.mode!r}, secret={describe_secret(self.secret)})"
+        """The session's own parameters that differ from their defaults, then ``mode`` and the secret's source."""
+        parts: list[str] = []
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name in ("self", "secret") or parameter.kind in _VARIADIC:
+                continue
+            value = getattr(self, name, parameter.default)
+            shown = _short_repr(value)
+            if value is not parameter.default and shown != _short_repr(parameter.default):
+                parts.append(f"{name}={shown}")
+        parts.append(f"mode={self.mode!r}")
+        if self.tracks_runs:
+            parts.append(f"secret={describe_secret(self.secret)}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     def _replace(self: SessionT, **attributes: Any) -> SessionT:
         """A copy of this (already validated) session with some attributes changed, such as the
@@ -429,8 +627,126 @@ class Session(Generic[HandleT]):
         clone = copy.copy(self)
         clone.__dict__.update(attributes)
         clone._key = None
-        clone._opened = []
+        clone._entered = []
+        clone._entered_lock = threading.Lock()
         return clone
+
+    def _for_function(self: SessionT, func: Callable[..., Any]) -> SessionT:
+        """The session a decorated ``func`` runs in: an unnamed profiler takes the function's name."""
+        if self.named_after_function and getattr(self, "name", None) is None:
+            return self._replace(name=getattr(func, "__name__", None) or "profile")
+        return self
+
+    # ------------------------------------------------------------------ entering and leaving
+    def _enter_sync(self, caller: int, source: FrameType | Callable[..., Any]) -> _Frame:
+        """Enter: reuse this context's active handle with the same key, else open one here.
+
+        ``caller`` identifies the entering Python frame (0 for a decorated call, which holds its
+        entry itself); ``source`` is what the session's warnings point at.
+        """
+        frame = self._join(caller)
+        if frame is None:
+            state = self._open_state(_Origin.of(source))
+            self._publish(state)
+            frame = self._push(state, caller)
+        return frame
+
+    async def _enter_async(self, caller: int, source: FrameType | Callable[..., Any]) -> _Frame:
+        """:meth:`_enter_sync` with the backend opened off the event loop (bookkeeping stays here)."""
+        frame = self._join(caller)
+        if frame is None:
+            state = await _off_loop(functools.partial(self._open_state, _Origin.of(source)))
+            self._publish(state)
+            frame = self._push(state, caller)
+        return frame
+
+    def _exit_sync(self, frame: _Frame, exc: BaseException | None) -> None:
+        state = self._leave(frame, exc)
+        if state is not None:
+            self._unpublish(state)
+            self._close_state(state, raised=exc is not None)
+
+    async def _exit_async(self, frame: _Frame, exc: BaseException | None) -> None:
+        state = self._leave(frame, exc)
+        if state is not None:
+            self._unpublish(state)
+            await _off_loop(functools.partial(self._close_state, state, raised=exc is not None))
+
+    def _join(self, caller: int) -> _Frame | None:
+        frames = _ACTIVE.get()
+        key = self.key
+        for frame in reversed(frames):
+            if frame.key == key and not frame.exited and frame.state.join():
+                return self._push(frame.state, caller, owner=False)
+        return None
+
+    def _push(self, state: _OpenState, caller: int, *, owner: bool = True) -> _Frame:
+        frame = _Frame(self.key, state, self, owner, caller)
+        _ACTIVE.set((*_ACTIVE.get(), frame))
+        with self._entered_lock:
+            self._entered.append(frame)
+        return frame
+
+    def _find_exiting(self, caller: int) -> _Frame | None:
+        """The entry a ``with``/``async with`` block is leaving: the one its own Python frame entered.
+
+        In this context first; then in any context (a generator holding the block was closed in
+        another thread); then, for a block entered by other code (``ExitStack``), this context's
+        innermost entry. Never one that another block still holds: when nothing matches and more
+        than one entry is live, nothing is closed.
+        """
+        mine = [frame for frame in _ACTIVE.get() if frame.session is self and not frame.exited]
+        with self._entered_lock:
+            live = [frame for frame in self._entered if not frame.exited]
+        for candidates in (mine, live):
+            for frame in reversed(candidates):
+                if frame.caller == caller:
+                    return frame
+        if mine:
+            return mine[-1]
+        if len(live) == 1:
+            warn(
+                f"{type(self).__name__}: the block was exited in another thread or context than it was entered in "
+                "(a generator resumed elsewhere?); closing its handle anyway"
+            )
+            return live[0]
+        if live:
+            warn(
+                f"{type(self).__name__}: a block was exited in another context, and this session is active in "
+                f"{len(live)} places; none was closed, since another block still holds each"
+            )
+        return None
+
+    def _leave(self, frame: _Frame, exc: BaseException | None) -> _OpenState | None:
+        """Mark ``frame`` exited (once) and take it off this context's stack; the state to close, if the
+        last user left."""
+        with self._entered_lock:
+            if frame.exited:
+                return None
+            frame.exited = True
+            with suppress(ValueError):
+                self._entered.remove(frame)
+        frames = _ACTIVE.get()
+        if frame in frames:
+            index = len(frames) - 1 - frames[::-1].index(frame)
+            _ACTIVE.set(frames[:index] + frames[index + 1 :])
+        closing = frame.state.leave(frame.owner, _failure(exc))
+        if closing is False:
+            return None
+        frame.state.outcome = closing if isinstance(closing, BaseException) else None  # what to close with
+        return frame.state
+
+    def _close_state(self, state: _OpenState, *, raised: bool) -> None:
+        """Close the handle the last user left, as failed when the block (or the opener's) failed.
+
+        While the block's own exception propagates, a failure of closing never replaces it (with
+        ``on_error="raise"`` nothing raises; a warning turned into an error by a filter might).
+        """
+        if not raised:
+            self._finish(state, state.outcome)
+            return
+        with suppress(Exception):
+            self._finish(state, state.outcome)
 
     # ------------------------------------------------------------------ internals
     def _effective_mode(self) -> str:
@@ -438,11 +754,9 @@ class Session(Generic[HandleT]):
         if override and override not in MODES:
             # A typo in a process-wide variable must not fail every task: say so, use the code's mode.
             choices = ", ".join(repr(choice) for choice in MODES)
-            warnings.warn(
+            warn(
                 f"{MODE_ENV_VAR}={override!r} is not a mode (use one of {choices}); "
-                f"{type(self).__name__} uses its own mode={self.mode!r}",
-                TrackingWarning,
-                stacklevel=4,
+                f"{type(self).__name__} uses its own mode={self.mode!r}"
             )
             override = ""
         # The variable switches a whole process, but never turns on a session its code disabled.
@@ -452,9 +766,11 @@ class Session(Generic[HandleT]):
 
     def _require_backend(self) -> None:
         if importlib.util.find_spec(self.backend_module) is None:
+            install = (
+                f"pip install 'flyte-ctx-tracking[{self.extra}]'" if self.extra else f"install {self.backend_module}"
+            )
             raise ImportError(
-                f"{type(self).__name__} needs the {self.backend_module!r} package, which is not installed: "
-                f"pip install 'flyte-ctx-tracking[{self.extra}]'"
+                f"{type(self).__name__} needs the {self.backend_module!r} package, which is not installed: {install}"
             )
 
     def _data_directory(self) -> Path:
@@ -468,20 +784,28 @@ class Session(Generic[HandleT]):
         except Exception:  # an unreadable saved login is no login
             return False
 
-    def _start(self) -> _OpenState:
+    def _open_state(self, origin: _Origin | None) -> _OpenState:
+        """Decide the plan and open the backend (safe to run off the event loop)."""
+        token = _ORIGIN.set(origin)
+        try:
+            return self._open_with_fallback(origin)
+        finally:
+            _ORIGIN.reset(token)
+
+    def _open_with_fallback(self, origin: _Origin | None) -> _OpenState:
         mode = self._effective_mode()
         if mode == "disabled":
-            return _OpenState(self._inactive_handle(), None)
+            return _OpenState(self._inactive_handle(), None, origin)
         self._require_backend()
         context = execution_context()
         if self.tracks_runs and context.is_distributed and not context.is_rank_zero and not self.all_ranks:
             # Rank 0 reports for everyone; the other ranks run their code untracked.
-            return _OpenState(None, None)
+            return _OpenState(None, None, origin)
         try:
             directory = self._data_directory()
         except Exception as error:  # an unwritable FLYTE_CTX_TRACKING_DIR or working directory
             self._backend_failure("could not create its data directory; the block runs untracked", error, None)
-            return _OpenState(self._inactive_handle(), None)
+            return _OpenState(self._inactive_handle(), None, origin)
         api_key: str | None = None
         fallback: str | None = None
         if self.tracks_runs:
@@ -508,13 +832,15 @@ class Session(Generic[HandleT]):
             group=context.group,
             api_key=api_key,
             fallback_reason=fallback,
+            source_file=origin.filename if origin is not None and os.path.isfile(origin.filename) else None,
+            function=origin.function if origin is not None else None,
         )
         try:
             handle = self._open(plan)
         except Exception as error:
             if plan.mode != "online" or isinstance(error, SessionUnavailable):
                 self._backend_failure(f"could not start {self.display_name}; the block runs untracked", error, api_key)
-                return _OpenState(self._inactive_handle(), None)
+                return _OpenState(self._inactive_handle(), None, origin)
             self._backend_failure(f"could not start {self.display_name} online; trying offline", error, api_key)
             reason = f"going online failed ({type(error).__name__})"
             plan = replace(plan, mode="offline", fallback_reason=reason, after_online_failure=True)
@@ -522,59 +848,83 @@ class Session(Generic[HandleT]):
                 handle = self._open(plan)
             except Exception as offline_error:
                 self._backend_failure(f"could not start {self.display_name} offline either", offline_error, api_key)
-                return _OpenState(self._inactive_handle(), None)
+                return _OpenState(self._inactive_handle(), None, origin)
         try:
             if plan.fallback_reason is not None:
                 self._warn_offline(handle, plan)
-            return _OpenState(handle, plan, self._enter_scope(handle, plan))
         except BaseException:
-            # Whatever fails after the handle opened (a warning turned into an error by the user's
-            # filters, on_error="raise" while publishing it): no run is left open behind.
+            # A warning turned into an error by the user's filters: no run is left open behind.
             with suppress(Exception):
                 self._close(handle, plan, None)
             raise
+        return _OpenState(handle, plan, origin)
 
-    def _enter_scope(self, handle: HandleT, plan: OpenPlan) -> AbstractContextManager[Any] | None:
-        """Enter :meth:`_handle_scope`; a failure follows ``on_error`` (the handle itself still works)."""
-        try:
-            scope = self._handle_scope(handle, plan)
-            if scope is not None:
-                scope.__enter__()
-            return scope
-        except Exception as error:
-            self._backend_failure(f"could not publish the {self.display_name} handle", error, plan.api_key)
-            return None
-
-    def _finish(self, state: _OpenState, error: BaseException | None) -> None:
+    def _publish(self, state: _OpenState) -> None:
+        """Enter :meth:`_handle_scope` in the caller's context; a failure follows ``on_error`` (the handle
+        itself still works). Nothing after the handle opened may leave it open behind."""
         if state.handle is None or state.plan is None:
             return
-        plan = state.plan
+        token = _ORIGIN.set(state.origin)
         try:
-            if state.scope is not None:
-                try:
-                    state.scope.__exit__(None, None, None)
-                except Exception as scope_error:
-                    what = f"could not unpublish the {self.display_name} handle"
-                    self._backend_failure(what, scope_error, plan.api_key, may_raise=False)
-        finally:  # the handle is closed whatever happened above
+            scope = self._handle_scope(state.handle, state.plan)
+            if scope is not None:
+                scope.__enter__()
+            state.scope = scope
+        except Exception as error:
             try:
-                self._close(state.handle, plan, error)
-            except Exception as close_error:
-                # A close failure is only raised when the block succeeded: the user's own exception wins.
-                what = f"could not close {self.display_name} cleanly"
-                self._backend_failure(what, close_error, plan.api_key, may_raise=error is None)
-        if self.deck:
-            from .decks import add_deck, decks_enabled
+                self._backend_failure(f"could not publish the {self.display_name} handle", error, state.plan.api_key)
+            except BaseException:
+                with suppress(Exception):
+                    self._close(state.handle, state.plan, None)
+                raise
+        except BaseException:
+            with suppress(Exception):
+                self._close(state.handle, state.plan, None)
+            raise
+        finally:
+            _ORIGIN.reset(token)
 
+    def _unpublish(self, state: _OpenState) -> None:
+        """Exit :meth:`_handle_scope` (in the caller's context); a failure only warns."""
+        scope, state.scope = state.scope, None
+        if scope is None or state.plan is None:
+            return
+        token = _ORIGIN.set(state.origin)
+        try:
+            scope.__exit__(None, None, None)
+        except Exception as error:
+            what = f"could not unpublish the {self.display_name} handle"
+            self._backend_failure(what, error, state.plan.api_key, may_raise=False)
+        finally:
+            _ORIGIN.reset(token)
+
+    def _finish(self, state: _OpenState, error: BaseException | None) -> None:
+        """Close the handle, add its decks and judge the block (safe to run off the event loop)."""
+        if state.handle is None or state.plan is None:
+            return
+        token = _ORIGIN.set(state.origin)
+        try:
+            self._finish_handle(state.handle, state.plan, error)
+        finally:
+            _ORIGIN.reset(token)
+
+    def _finish_handle(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> None:
+        try:
+            self._close(handle, plan, error)
+        except Exception as close_error:
+            # A close failure is only raised when the block succeeded: the user's own exception wins.
+            what = f"could not close {self.display_name} cleanly"
+            self._backend_failure(what, close_error, plan.api_key, may_raise=error is None)
+        if self.deck:
             try:
-                deck = self._deck(state.handle, plan, error) if decks_enabled() else None
+                deck = self._deck(handle, plan, error) if _flyte.decks_enabled() else None
                 for title, html in [deck] if isinstance(deck, tuple) else deck or ():
-                    add_deck(title, html)
+                    _flyte.add_deck(title, html)
             except Exception as deck_error:
                 what = f"could not write the {self.display_name} deck"
                 self._backend_failure(what, deck_error, plan.api_key, may_raise=error is None)
         if error is None:
-            self._verdict(state.handle, plan)
+            self._verdict(handle, plan)
 
     def _backend_failure(self, what: str, error: BaseException, secret: str | None, *, may_raise: bool = True) -> None:
         """Apply ``on_error`` to a failure of the backend (never to the user's own exception).
@@ -589,17 +939,22 @@ class Session(Generic[HandleT]):
         message = f"{type(self).__name__}: {what}: {detail}"
         if self.on_error == "raise" and may_raise:
             raise TrackingError(message) from error
-        warnings.warn(message, TrackingWarning, stacklevel=4)
+        warn(message)
 
     def _warn_offline(self, handle: HandleT, plan: OpenPlan) -> None:
         info = self._run_info(handle, plan, None) if isinstance(self, TrackingSession) else None
         where = f" Data is in {info.local_path}." if info is not None and info.local_path else ""
         sync = f" Upload it later with: {info.sync_command}" if info is not None and info.sync_command else ""
-        warnings.warn(
-            f"{type(self).__name__}: {plan.fallback_reason}, so {self.display_name} runs offline.{where}{sync}",
-            TrackingWarning,
-            stacklevel=4,
-        )
+        warn(f"{type(self).__name__}: {plan.fallback_reason}, so {self.display_name} runs offline.{where}{sync}")
+
+
+def _short_repr(value: Any) -> str:
+    """A repr for the session's own repr: a value's type for large objects (a DataFrame reference)."""
+    if value is None or isinstance(value, (str, int, float, bool, Path)):
+        return repr(value)
+    if isinstance(value, (list, tuple)) and all(isinstance(item, (str, int, float, bool)) for item in value):
+        return repr(value)
+    return type(value).__name__
 
 
 class NullRun:
@@ -648,6 +1003,7 @@ class TrackingSession(Session[HandleT]):
     """A session of an experiment tracker: online and offline modes, rank 0 by default, a run deck."""
 
     tracks_runs: ClassVar[bool] = True
+    shared_options: ClassVar[tuple[str, ...]] = ("mode", "on_error", "secret", "directory", "all_ranks")
 
     def _inactive_handle(self) -> HandleT | None:
         # Not None: the block's `run.log(...)` must keep running when tracking is off or failed.

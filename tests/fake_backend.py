@@ -30,11 +30,8 @@ class FakeRun:
     log: list[Any] = field(default_factory=list)
 
 
-class FakeSession(TrackingSession[FakeRun]):
-    kind = "wandb"  # borrows a known kind so that current_run(kind) can find it
-    display_name = "Fake tracker"
-    backend_module = "json"
-    extra = "fake"
+class FakeSession(TrackingSession[FakeRun], kind="fake", display_name="Fake tracker", backend="json"):
+    """A tracker defined outside the package: registering its kind is all it takes."""
 
     def __init__(
         self,
@@ -49,7 +46,7 @@ class FakeSession(TrackingSession[FakeRun]):
         self.target = target
         self.fail_open = fail_open  # how many opens fail before one succeeds
         self.fail_close = fail_close
-        self.error_text = error_text
+        self._error_text = error_text
         self.opened: list[FakeRun] = []
 
     def _reuse_key(self) -> Hashable:
@@ -58,14 +55,14 @@ class FakeSession(TrackingSession[FakeRun]):
     def _open(self, plan: OpenPlan) -> FakeRun:
         if self.fail_open:
             self.fail_open -= 1
-            raise ConnectionError(self.error_text)
+            raise ConnectionError(self._error_text)
         run = FakeRun(next(_ids), plan.mode, plan.run_id, str(plan.directory), plan.api_key)
         self.opened.append(run)
         return run
 
     def _close(self, handle: FakeRun, plan: OpenPlan, error: BaseException | None) -> None:
         if self.fail_close:
-            raise OSError(self.error_text)
+            raise OSError(self._error_text)
         handle.closed = True
         handle.failed = error is not None
         handle.error = error
@@ -84,13 +81,8 @@ class FakeSession(TrackingSession[FakeRun]):
         )
 
 
-class fake_init(SessionDecorator):
+class fake_init(SessionDecorator, session=FakeSession):
     """The decorator shortcut over FakeSession, as an integration would write it."""
 
-    decorator_name = "fake_init"
-
-    def _make_session(self, **kwargs: Any) -> FakeSession:
-        return FakeSession(**kwargs)
-
     def get_extra_config(self) -> dict[str, str]:
-        return {"target": self.session.target, self.LINK_TYPE_KEY: "fake-execution-id"}  # type: ignore[attr-defined]
+        return {"target": self.target, self.LINK_TYPE_KEY: "fake-execution-id"}

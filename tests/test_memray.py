@@ -21,8 +21,8 @@ from flytekit import task
 from flytekit.core.context_manager import FlyteContextManager
 
 from flyte_ctx_tracking import TrackingError, TrackingWarning, current_run, memray_profile, memray_profiling
-from flyte_ctx_tracking.decks.memray import _STATIC_OPTIONS, accepted_reporter_options
 from flyte_ctx_tracking.sessions.memray import MAX_DECKS_PER_SECTION, MemrayCapture
+from flyte_ctx_tracking.sessions.memray._report import _STATIC_OPTIONS, accepted_reporter_options
 
 from .conftest import PodRunner
 from .fake_backend import FakeSession

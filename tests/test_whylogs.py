@@ -30,8 +30,8 @@ from flyte_ctx_tracking import (
     tracking_root,
     whylogs_profile,
 )
-from flyte_ctx_tracking._whylogs_compat import ensure_numpy2_compat, import_whylogs
 from flyte_ctx_tracking.sessions.whylogs import ConstraintsFailedError, WhylogsProfile
+from flyte_ctx_tracking.sessions.whylogs._compat import ensure_numpy2_compat, import_whylogs
 
 from .conftest import REPO, PodRunner
 from .fake_backend import FakeSession

@@ -1,5 +1,5 @@
-"""HTML for Flyte Decks, and the one helper that adds a deck to the running task."""
+"""HTML for Flyte Decks: functions from data to markup, and the styles they share.
 
-from ._deck import add_deck, decks_enabled
-
-__all__ = ["add_deck", "decks_enabled"]
+Nothing here reads flytekit, a backend or the session core; adding a deck to the running task is
+:func:`flyte_ctx_tracking.add_deck`'s job.
+"""

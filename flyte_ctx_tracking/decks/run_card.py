@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from .._session import RunInfo
+from .._types import RunInfo
 
 _STYLE = (
     "font-family:system-ui,sans-serif;font-size:14px;line-height:1.5;"

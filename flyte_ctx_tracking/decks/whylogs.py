@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html import escape
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the data comes from the whylogs integration; nothing is imported at run time
+    from ..sessions.whylogs._types import ColumnSummary, ConstraintResult, DriftResult
 
 __all__ = [
-    "ColumnSummary",
-    "ConstraintResult",
-    "DriftResult",
     "constraints_html",
     "drift_html",
     "profile_summary_html",
@@ -36,40 +36,6 @@ _CDN_NOTE = (
     "whylogs' interactive report (it loads its scripts from public CDNs: without internet access it stays blank; "
     "the tables above are complete on their own)"
 )
-
-
-@dataclass(frozen=True)
-class ColumnSummary:
-    """One column of a profile: what a user checks first."""
-
-    column: str
-    type: str
-    count: int
-    null_count: int
-    mean: float | None = None
-    min: float | None = None
-    max: float | None = None
-    cardinality: float | None = None
-
-
-@dataclass(frozen=True)
-class DriftResult:
-    """The drift of one column between the reference and the target profile."""
-
-    column: str
-    algorithm: str | None
-    statistic: float | None
-    pvalue: float | None
-    category: str | None
-
-
-@dataclass(frozen=True)
-class ConstraintResult:
-    """One constraint's outcome on a profile."""
-
-    name: str
-    passed: bool
-    detail: str | None = None
 
 
 def _number(value: float | int | None) -> str:

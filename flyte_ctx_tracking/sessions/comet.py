@@ -21,36 +21,25 @@ Comet-specific decisions, each documented in ``docs/comet.md``:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import inspect
 import os
 import re
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from .._context import ExecutionContext
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, redact
-from .._session import Mode, OnError, OpenPlan, RunInfo, SessionUnavailable, TrackingSession
+from .._session import OpenPlan, RunInfo, SessionUnavailable, TrackingSession
 from .._validate import check_str, check_str_list, check_url
 
 if TYPE_CHECKING:
     from comet_ml import ExperimentConfig
     from comet_ml.experiment import CometExperiment
 
-__all__ = [
-    "COMET_ML_CUSTOM_TYPE_VALUE",
-    "COMET_ML_EXECUTION_TYPE_VALUE",
-    "CometSession",
-    "comet_ml_login",
-    "comet_session",
-    "flyte_experiment_key",
-    "is_valid_experiment_key",
-    "link_suffix",
-]
+__all__ = ["CometSession", "_comet_ml_login_class", "comet_ml_login", "comet_session"]
 
 DEFAULT_HOST = "https://www.comet.com"
 COMET_ML_EXECUTION_TYPE_VALUE = "comet-ml-execution-id"
@@ -107,20 +96,6 @@ _REJECTED_KWARGS = {
 }
 # System metrics sampling whose thread costs up to ~1.1 s to stop at the end of every experiment.
 _SAMPLED_SYSTEM_METRICS = ("log_env_cpu", "log_env_network", "log_env_disk")
-# Frames of these modules are not the user's code when looking for the file that opened a session.
-_LIBRARY_MODULES = (
-    "flyte_ctx_tracking",
-    "comet_ml",
-    "flytekit",
-    "contextlib",
-    "functools",
-    "asyncio",
-    "threading",
-    "concurrent",
-    "runpy",
-    "importlib",
-    "click",
-)
 
 
 def link_suffix(project_name: str | None, workspace: str | None) -> str:
@@ -166,19 +141,9 @@ def _key_for_rank(key: str, context: ExecutionContext) -> str:
     return key[: _KEY_MAX - len(marker)] + marker
 
 
-def _caller_file() -> str | None:
-    """The file of the innermost frame outside this library and the machinery around it."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not str(module).startswith(_LIBRARY_MODULES):
-            filename = frame.f_code.co_filename
-            return filename if os.path.isfile(filename) else None
-        frame = frame.f_back
-    return None
-
-
-class CometSession(TrackingSession["CometExperiment"]):
+class CometSession(
+    TrackingSession["CometExperiment"], kind="comet", display_name="Comet", backend="comet_ml", extra="comet"
+):
     """A Comet experiment around a block: ``with comet_session(...) as experiment:``.
 
     The block gets the real ``comet_ml`` experiment, started with ``comet_ml.start`` and ended when
@@ -193,26 +158,24 @@ class CometSession(TrackingSession["CometExperiment"]):
         experiment_key: the experiment's key (alphanumeric, 32-50 characters). None: in remote runs
             the key flytekitplugins-comet-ml derives from the pod name; locally a fresh one.
         host: the Comet server, used for Flyte console links (``get_extra_config``).
-        mode: ``"auto"`` (online with a key, else offline with one warning), ``"online"``,
-            ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE`` overrides it.
-        on_error: what a failure of Comet itself does: ``"warn"`` (the block runs on) or ``"raise"``.
-        all_ranks: with ``WORLD_SIZE > 1``, give every rank its own experiment (keys distinct by
-            rank) instead of rank 0 only.
-        offline_directory: where offline archives go (default ``$FLYTE_CTX_TRACKING_DIR/comet``).
+        offline_directory: where offline archives go (Comet's name for ``directory``; default
+            ``$FLYTE_CTX_TRACKING_DIR/comet``). With ``all_ranks``, every rank gets its own
+            experiment (keys distinct by rank).
         experiment_config: a ``comet_ml.ExperimentConfig``, instead of its keyword arguments.
-        **login_kwargs: ``comet_ml.ExperimentConfig`` arguments (``tags``, ``name``, ``log_code``,
-            ``auto_metric_logging``, ``log_env_cpu``...), ``start_mode`` (comet_ml.start's
-            ``mode``) and ``source``.
+        **login_kwargs: the shared options below, ``comet_ml.ExperimentConfig`` arguments (``tags``,
+            ``name``, ``log_code``, ``auto_metric_logging``, ``log_env_cpu``...), ``start_mode``
+            (comet_ml.start's ``mode``) and ``source``.
 
     Raises:
         ValueError: an experiment key Comet would reject, an unknown ``mode`` or ``on_error``.
         TypeError: an unknown keyword argument, or a secret of an unsupported type.
     """
 
-    kind: ClassVar[str] = "comet"
-    display_name: ClassVar[str] = "Comet"
-    backend_module: ClassVar[str] = "comet_ml"
-    extra: ClassVar[str] = "comet"
+    project_name: str | None
+    workspace: str | None
+    experiment_key: str | None
+    host: str
+    experiment_config: ExperimentConfig | None
 
     def __init__(
         self,
@@ -222,14 +185,16 @@ class CometSession(TrackingSession["CometExperiment"]):
         experiment_key: str | None = None,
         host: str = DEFAULT_HOST,
         *,
-        mode: Mode = "auto",
-        on_error: OnError = "warn",
-        all_ranks: bool = False,
         offline_directory: str | os.PathLike[str] | None = None,
         experiment_config: ExperimentConfig | None = None,
         **login_kwargs: Any,
     ) -> None:
         owner = type(self).__name__
+        if offline_directory is not None:
+            if "directory" in login_kwargs:
+                raise TypeError(f"{owner}: pass offline_directory= or directory=, not both")
+            login_kwargs["directory"] = offline_directory
+        login_kwargs = self._take_options(login_kwargs, secret=secret)
         check_str(owner, "project_name", project_name, non_empty=True)
         check_str(owner, "workspace", workspace, non_empty=True)
         if experiment_key is not None and not is_valid_experiment_key(experiment_key):
@@ -263,24 +228,15 @@ class CometSession(TrackingSession["CometExperiment"]):
                     f"{owner}: experiment_config={type(experiment_config).__name__} is not accepted; "
                     "pass a comet_ml.ExperimentConfig"
                 )
-            if offline_directory is None and not experiment_config.has_default_offline_directory():
-                offline_directory = experiment_config.offline_directory
-        super().__init__(mode=mode, on_error=on_error, secret=secret, directory=offline_directory, all_ranks=all_ranks)
-        self.project_name = project_name
-        self.workspace = workspace
-        self.experiment_key = experiment_key
-        self.host = host
-        self.experiment_config = experiment_config
+            if self.directory is None and not experiment_config.has_default_offline_directory():
+                self.directory = Path(experiment_config.offline_directory)
+        self._keep(locals())
         self.config_kwargs = config_kwargs
         self.start_kwargs = start_kwargs
-        self.code_file: str | None = None
-        """The file logged as the experiment's code; the decorator sets the task's file."""
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(project_name={self.project_name!r}, workspace={self.workspace!r}, "
-            f"experiment_key={self.experiment_key!r}, mode={self.mode!r})"
-        )
+        self.login_kwargs = {
+            **config_kwargs,
+            **{name: login_kwargs[name] for name in _START_KWARGS if name in login_kwargs},
+        }
 
     # ------------------------------------------------------------------ core hooks
     def _reuse_key(self) -> Hashable:
@@ -352,9 +308,8 @@ class CometSession(TrackingSession["CometExperiment"]):
             metadata = plan.context.flyte_metadata()
             if metadata:
                 experiment.log_others(metadata)
-            code_file = self.code_file or _caller_file()
-            if log_code and code_file:
-                experiment.log_code(file_name=code_file)
+            if log_code and plan.source_file:  # the task's file, or the file of the `with` block
+                experiment.log_code(file_name=plan.source_file)
         except Exception:
             experiment.end()
             raise
@@ -412,10 +367,22 @@ comet_session = CometSession
 """The public name of :class:`CometSession`: ``with comet_session(...) as handle:``."""
 
 
-class _comet_ml_login_class(SessionDecorator):  # the spelling flytekitplugins-comet-ml documents
-    """The decorator behind :func:`comet_ml_login`; ``@_comet_ml_login_class(...)`` works as in the plugin."""
+class comet_ml_login(SessionDecorator, session=CometSession):
+    """The decorator shortcut: every call of the task runs inside a :func:`comet_session`.
 
-    decorator_name: ClassVar[str] = "comet_ml_login"
+    Takes flytekitplugins-comet-ml's parameters (also positionally), so migrating is an import
+    change; the other keyword arguments are :func:`comet_session`'s (``tags``, ``mode``,
+    ``on_error``...). Use it below ``@task``::
+
+        @task(secret_requests=[COMET_SECRET])
+        @comet_ml_login(project_name="fraud", workspace="ml-team", secret=COMET_SECRET)
+        def train() -> float:
+            current_run("comet").log_metric("loss", 0.12)
+            return 0.12
+
+    ``@comet_ml_login`` without arguments works too (Comet's default project and workspace).
+    """
+
     COMET_ML_PROJECT_NAME_KEY = "project_name"
     COMET_ML_WORKSPACE_KEY = "workspace"
     COMET_ML_EXPERIMENT_KEY_KEY = "experiment_key"
@@ -423,16 +390,6 @@ class _comet_ml_login_class(SessionDecorator):  # the spelling flytekitplugins-c
     COMET_ML_HOST_KEY = "host"
 
     session: CometSession
-
-    def __init__(self, task_function: Callable[..., Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(task_function, **kwargs)
-        if task_function is not None:
-            # A builtin or a callable object has no source file: the session then finds the caller.
-            with contextlib.suppress(TypeError):
-                self.session.code_file = inspect.getsourcefile(task_function)
-
-    def _make_session(self, **kwargs: Any) -> CometSession:
-        return CometSession(**kwargs)
 
     def get_extra_config(self) -> dict[str, str]:
         """What flytekitplugins-comet-ml returns, so Flyte console Comet links keep working."""
@@ -453,35 +410,5 @@ class _comet_ml_login_class(SessionDecorator):  # the spelling flytekitplugins-c
         return extra
 
 
-def comet_ml_login(
-    project_name: str | Callable[..., Any] | None = None,
-    workspace: str | None = None,
-    secret: SecretSpec = None,
-    experiment_key: str | None = None,
-    host: str = DEFAULT_HOST,
-    **login_kwargs: Any,
-) -> Any:
-    """The decorator shortcut: every call of the task runs inside a :func:`comet_session`.
-
-    Takes flytekitplugins-comet-ml's parameters (also positionally), so migrating is an import
-    change; ``**login_kwargs`` are :func:`comet_session`'s (``tags``, ``mode``, ``on_error``...).
-    Use it below ``@task``::
-
-        @task(secret_requests=[COMET_SECRET])
-        @comet_ml_login(project_name="fraud", workspace="ml-team", secret=COMET_SECRET)
-        def train() -> float:
-            current_run("comet").log_metric("loss", 0.12)
-
-    ``@comet_ml_login`` without arguments works too (Comet's default project and workspace).
-    """
-    if callable(project_name):  # used bare: @comet_ml_login
-        return _comet_ml_login_class(project_name)
-    return _comet_ml_login_class(
-        None,
-        project_name=project_name,
-        workspace=workspace,
-        secret=secret,
-        experiment_key=experiment_key,
-        host=host,
-        **login_kwargs,
-    )
+_comet_ml_login_class = comet_ml_login
+"""flytekitplugins-comet-ml's name for the decorator class."""

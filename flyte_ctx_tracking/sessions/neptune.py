@@ -15,14 +15,15 @@ import os
 import re
 import threading
 import traceback
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .. import _flyte
 from .._decorator import SessionDecorator
-from .._secrets import SecretSpec, describe_secret, redact
-from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession
+from .._secrets import SecretSpec, redact
+from .._session import OpenPlan, RunInfo, TrackingSession
 from .._validate import check_str, check_str_list, check_url, shorten_id
 
 if TYPE_CHECKING:
@@ -72,8 +73,6 @@ _PROJECT = re.compile(r"^[^/\s]+/[^/\s]+$")
 # NEPTUNE_DATA_DIRECTORY is read while `init_run` builds the run's operation processor: it is set
 # for that moment only, under a lock so that runs opened concurrently in threads never swap folders.
 _DATA_DIRECTORY_LOCK = threading.Lock()
-# Where flytekit's debug log says our context was pushed from.
-_PUSHED_FROM = traceback.FrameSummary(__file__, 0, "neptune_session")
 
 
 def _validate(project: object, host: object, init_run_kwargs: Mapping[str, Any]) -> None:
@@ -138,39 +137,9 @@ def _data_directory(path: Path) -> Iterator[None]:
                 os.environ[DATA_DIRECTORY_ENV_VAR] = previous
 
 
-@contextmanager
-def _published_in_flytekit(run: Run) -> Iterator[None]:
-    """Make ``run`` ``flytekit.current_context().neptune_run`` for the duration.
-
-    Pushes a flytekit context whose user-space params carry the run, as flytekitplugins-neptune
-    does, with two differences: the params get their own copy of the attributes (flytekit's
-    builder shares the dict, which would leave the run visible after the block), and the context
-    stack is copied first and restored on exit, so asyncio tasks that share the stack's list never
-    pop each other's contexts.
-    """
-    from flytekit.core import context_manager as fcm
-
-    ctx = fcm.FlyteContextManager.current_context()
-    state, params = ctx.execution_state, ctx.user_space_params
-    if state is None or params is None:  # no flytekit parameters to extend: nothing to publish
-        yield
-        return
-    builder = params.builder()
-    builder.attrs = {**builder.attrs, FLYTEKIT_ATTR: run}
-    pushed = ctx.with_execution_state(state.with_params(user_space_params=builder.build())).build()
-    token = fcm.flyte_context_Var.set(list(fcm.flyte_context_Var.get()))
-    fcm.FlyteContextManager.push_context(pushed, _PUSHED_FROM)  # a fixed origin: walking the stack costs
-    try:
-        yield
-    finally:
-        try:
-            fcm.flyte_context_Var.reset(token)
-        except ValueError:  # exited in another contextvars context: remove just our context
-            stack = fcm.flyte_context_Var.get()
-            fcm.flyte_context_Var.set([entry for entry in stack if entry is not pushed])
-
-
-class NeptuneSession(TrackingSession["Run"]):
+class NeptuneSession(
+    TrackingSession["Run"], kind="neptune", display_name="Neptune", backend="neptune", extra="neptune"
+):
     """A Neptune run around a block of code: ``with neptune_session(...) as run: run["x"] = 1``.
 
     The block gets the real ``neptune.Run``; inside it ``current_run("neptune")`` and
@@ -183,44 +152,29 @@ class NeptuneSession(TrackingSession["Run"]):
         secret: the API token: a flytekit ``Secret``, a callable returning it, or None to use
             ``NEPTUNE_API_TOKEN``. Without a token, ``mode="auto"`` runs offline.
         host: the Neptune app's URL, for Flyte console links (the token itself names the server).
-        mode: ``"auto"``, ``"online"``, ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE``
-            overrides it for a whole process.
-        on_error: ``"warn"`` (Neptune failing never fails the task) or ``"raise"``.
-        directory: where offline and async data go (in ``<directory>/.neptune``); default
-            ``$FLYTE_CTX_TRACKING_DIR/neptune``.
-        all_ranks: in distributed training every rank logs into the one run (shared
-            ``custom_run_id``) instead of rank 0 only.
-        **init_run_kwargs: passed to ``neptune.init_run`` (``tags``, ``name``, ``description``,
-            ``custom_run_id``, ``with_id``, ``capture_hardware_metrics``, ...).
+        **init_run_kwargs: the shared options below (offline and async data go to
+            ``<directory>/.neptune``; with ``all_ranks`` every rank logs into the one run, through a
+            shared ``custom_run_id``), and what goes to ``neptune.init_run`` (``tags``, ``name``,
+            ``description``, ``custom_run_id``, ``with_id``, ``capture_hardware_metrics``, ...).
 
     Raises:
         ValueError, TypeError: right away, for arguments Neptune would reject.
     """
 
-    kind: ClassVar[str] = "neptune"
-    display_name: ClassVar[str] = "Neptune"
-    backend_module: ClassVar[str] = "neptune"
-    extra: ClassVar[str] = "neptune"
+    project: str | None
+    host: str
 
     def __init__(
         self,
         project: str | None = None,
         secret: SecretSpec = None,
         host: str = DEFAULT_HOST,
-        *,
-        mode: Mode = "auto",
-        on_error: OnError = "warn",
-        directory: str | os.PathLike[str] | None = None,
-        all_ranks: bool = False,
         **init_run_kwargs: Any,
     ) -> None:
+        init_run_kwargs = self._take_options(init_run_kwargs, secret=secret)
         _validate(project, host, init_run_kwargs)
-        super().__init__(mode=mode, on_error=on_error, secret=secret, directory=directory, all_ranks=all_ranks)
-        self.project = project
-        self.host = host
+        self._keep(locals())
         self.init_run_kwargs: dict[str, Any] = dict(init_run_kwargs)
-        self.task_name: str | None = None
-        """The decorated function's name, recorded as ``flyte/task/name`` when Flyte does not say."""
 
     def _reuse_key(self) -> Hashable:
         kwargs = self.init_run_kwargs
@@ -269,8 +223,8 @@ class NeptuneSession(TrackingSession["Run"]):
         if context.is_rank_zero:  # every rank of a distributed task logs into the one run; rank 0 describes it
             fields["flyte/execution_mode"] = "remote" if context.is_remote else "local"
             fields.update(context.flyte_metadata())
-            if self.task_name and "flyte/task/name" not in fields:
-                fields["flyte/task/name"] = self.task_name
+            if plan.function and "flyte/task/name" not in fields:  # a decorated function, outside Flyte
+                fields["flyte/task/name"] = plan.function
             if context.is_remote:
                 fields["flyte/attempt"] = context.attempt
                 if plan.group is not None:
@@ -283,7 +237,7 @@ class NeptuneSession(TrackingSession["Run"]):
             run[name] = value
 
     def _handle_scope(self, handle: Run, plan: OpenPlan) -> AbstractContextManager[None]:
-        return _published_in_flytekit(handle)
+        return _flyte.published_in_context(FLYTEKIT_ATTR, handle)
 
     def _close(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> None:
         try:
@@ -339,57 +293,12 @@ class NeptuneSession(TrackingSession["Run"]):
         for name, value in metrics.items():
             handle[name].append(value)
 
-    def __repr__(self) -> str:
-        return f"NeptuneSession(project={self.project!r}, mode={self.mode!r}, secret={describe_secret(self.secret)})"
-
 
 neptune_session = NeptuneSession
 """The public name of :class:`NeptuneSession`: ``with neptune_session(...) as handle:``."""
 
 
-class _neptune_init_run_class(SessionDecorator):
-    """The task decorator: each call of the function runs in a :func:`neptune_session`.
-
-    Spelled as in flytekitplugins-neptune, so ``@_neptune_init_run_class(project=..., secret=...)``
-    works too; prefer :func:`neptune_init_run`.
-    """
-
-    decorator_name: ClassVar[str] = "neptune_init_run"
-    NEPTUNE_HOST_KEY: ClassVar[str] = "host"
-    NEPTUNE_PROJECT_KEY: ClassVar[str] = "project"
-
-    def __init__(self, task_function: Callable[..., Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(task_function, **kwargs)
-        if task_function is not None:
-            name = f"{task_function.__module__}.{task_function.__qualname__}"
-            self.neptune_session.task_name = name
-
-    @property
-    def neptune_session(self) -> NeptuneSession:
-        """The session every call runs in."""
-        session = self.session
-        assert isinstance(session, NeptuneSession)
-        return session
-
-    def _make_session(self, **kwargs: Any) -> NeptuneSession:
-        return NeptuneSession(**kwargs)
-
-    def get_extra_config(self) -> dict[str, str]:
-        """``host``, ``project`` and ``link_type`` ``"neptune-run-id"``, as flytekitplugins-neptune returns."""
-        session = self.neptune_session
-        config = {self.NEPTUNE_HOST_KEY: session.host}
-        if session.project is not None:
-            config[self.NEPTUNE_PROJECT_KEY] = session.project
-        config[self.LINK_TYPE_KEY] = LINK_TYPE
-        return config
-
-
-def neptune_init_run(
-    project: str | Callable[..., Any] | None = None,
-    secret: SecretSpec = None,
-    host: str = DEFAULT_HOST,
-    **init_run_kwargs: Any,
-) -> _neptune_init_run_class:
+class neptune_init_run(SessionDecorator, session=NeptuneSession):
     """Decorate a task so each call runs in a Neptune run (flytekitplugins-neptune's parameters).
 
     Put it below ``@task``::
@@ -399,10 +308,24 @@ def neptune_init_run(
         def evaluate() -> None:
             current_context().neptune_run["metrics/auc"].append(0.93)
 
-    Takes the parameters of :func:`neptune_session` (``mode``, ``on_error``, ``directory``,
-    ``all_ranks`` and ``neptune.init_run``'s keyword arguments included). Bare ``@neptune_init_run``
-    works too (project from ``NEPTUNE_PROJECT``, token from ``NEPTUNE_API_TOKEN``).
+    Takes the parameters of :func:`neptune_session` (the shared options and ``neptune.init_run``'s
+    keyword arguments included). Bare ``@neptune_init_run`` works too (project from
+    ``NEPTUNE_PROJECT``, token from ``NEPTUNE_API_TOKEN``).
     """
-    if callable(project):
-        return _neptune_init_run_class(project, secret=secret, host=host, **init_run_kwargs)
-    return _neptune_init_run_class(project=project, secret=secret, host=host, **init_run_kwargs)
+
+    NEPTUNE_HOST_KEY: ClassVar[str] = "host"
+    NEPTUNE_PROJECT_KEY: ClassVar[str] = "project"
+
+    session: NeptuneSession
+
+    def get_extra_config(self) -> dict[str, str]:
+        """``host``, ``project`` and ``link_type`` ``"neptune-run-id"``, as flytekitplugins-neptune returns."""
+        config = {self.NEPTUNE_HOST_KEY: self.session.host}
+        if self.session.project is not None:
+            config[self.NEPTUNE_PROJECT_KEY] = self.session.project
+        config[self.LINK_TYPE_KEY] = LINK_TYPE
+        return config
+
+
+_neptune_init_run_class = neptune_init_run
+"""flytekitplugins-neptune's name for the decorator class."""

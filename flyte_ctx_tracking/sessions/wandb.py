@@ -22,14 +22,13 @@ import shlex
 import struct
 import threading
 import time
-import warnings
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._decorator import SessionDecorator
-from .._secrets import SecretSpec, describe_secret
-from .._session import Mode, OnError, OpenPlan, RunInfo, TrackingSession, TrackingWarning
+from .._secrets import SecretSpec
+from .._session import OpenPlan, RunInfo, TrackingSession, warn
 from .._validate import check_str, check_str_list, check_url, shorten_id
 
 if TYPE_CHECKING:
@@ -106,7 +105,9 @@ def _exit_code(error: BaseException | None) -> int:
     return 1
 
 
-class WandbSession(TrackingSession["Run"]):
+class WandbSession(
+    TrackingSession["Run"], kind="wandb", display_name="Weights & Biases", backend="wandb", extra="wandb"
+):
     """A W&B run around a block (``with``/``async with``), a function or a task (as a decorator).
 
     ``with wandb_session(...) as run`` yields the real ``wandb`` Run; inside, ``current_run("wandb")``
@@ -122,12 +123,8 @@ class WandbSession(TrackingSession["Run"]):
             keep working), a fresh id locally. W&B rejects ids containing any of ``:;,#?/'``.
         host: the W&B app URL (for links).
         api_host: the W&B API URL the key authenticates against.
-        mode: ``"auto"`` (online with a key, else offline with one warning), ``"online"``,
-            ``"offline"`` or ``"disabled"``; ``FLYTE_CTX_TRACKING_MODE`` overrides it.
-        on_error: what a failure of W&B itself does: ``"warn"`` (the block runs on) or ``"raise"``.
-        all_ranks: in distributed training, give every rank its own run (ids distinct by rank, one
-            group) instead of tracking on rank 0 only.
-        **init_kwargs: passed to ``wandb.init`` (``config``, ``tags``, ``notes``, ``group``, ``dir``,
+        **init_kwargs: the shared options below, and what goes to ``wandb.init`` (``config``,
+            ``tags``, ``notes``, ``group``, ``dir`` (W&B's name for ``directory``),
             ``name``, ``job_type``, ``settings``...). ``config``, ``notes`` and ``tags`` are kept and
             extended with the Flyte metadata; ``group`` wins over the node's default group.
 
@@ -136,10 +133,11 @@ class WandbSession(TrackingSession["Run"]):
         TypeError: a secret, path or tag of the wrong type.
     """
 
-    kind = "wandb"
-    display_name = "Weights & Biases"
-    backend_module = "wandb"
-    extra = "wandb"
+    project: str | None
+    entity: str | None
+    id: str | None
+    host: str
+    api_host: str
 
     def __init__(
         self,
@@ -149,10 +147,6 @@ class WandbSession(TrackingSession["Run"]):
         id: str | None = None,  # wandb.init's and flytekitplugins-wandb's name
         host: str = DEFAULT_HOST,
         api_host: str = DEFAULT_API_HOST,
-        *,
-        mode: Mode = "auto",
-        on_error: OnError = "warn",
-        all_ranks: bool = False,
         **init_kwargs: Any,
     ) -> None:
         owner = "wandb_session"
@@ -164,28 +158,22 @@ class WandbSession(TrackingSession["Run"]):
         for name in ("id", "project", "entity"):
             if name in init_kwargs:  # only reachable through **{...}: the named parameters take them
                 raise TypeError(f"{owner}: {name} was given twice")
-        directory = init_kwargs.pop("dir", None)
-        if directory is not None and not isinstance(directory, (str, os.PathLike)):
-            raise TypeError(
-                f"{owner}: dir={directory!r} is not accepted; pass a path (str or os.PathLike). "
-                "(@wandb_init also accepts a FlyteDirectory or the name of a task parameter holding one.)"
-            )
+        if "dir" in init_kwargs:  # wandb.init's name for the shared `directory`
+            if "directory" in init_kwargs:
+                raise TypeError(f"{owner}: pass dir= or directory=, not both")
+            directory = init_kwargs.pop("dir")
+            if directory is not None and not isinstance(directory, (str, os.PathLike)):
+                raise TypeError(
+                    f"{owner}: dir={directory!r} is not accepted; pass a path (str or os.PathLike). "
+                    "(@wandb_init also accepts a FlyteDirectory or the name of a task parameter holding one.)"
+                )
+            init_kwargs["directory"] = directory
+        init_kwargs = self._take_options(init_kwargs, secret=secret)
         check_str(owner, "group", init_kwargs.get("group"))
         check_str(owner, "notes", init_kwargs.get("notes"))
         check_str_list(owner, "tags", init_kwargs.get("tags"))
-        super().__init__(mode=mode, on_error=on_error, secret=secret, directory=directory, all_ranks=all_ranks)
-        self.project = project
-        self.entity = entity
-        self.id = id
-        self.host = host
-        self.api_host = api_host
+        self._keep(locals())
         self.init_kwargs: dict[str, Any] = init_kwargs
-
-    def __repr__(self) -> str:
-        return (
-            f"wandb_session(project={self.project!r}, entity={self.entity!r}, id={self.id!r}, "
-            f"mode={self.mode!r}, secret={describe_secret(self.secret)})"
-        )
 
     # ------------------------------------------------------------------ core hooks
     def _reuse_key(self) -> Hashable:
@@ -293,11 +281,9 @@ class WandbSession(TrackingSession["Run"]):
         # `finish()` returns before wandb-core has flushed the run's transaction log; code after
         # the block (a `wandb sync`, returning the folder as a task output) needs it complete.
         if sync_file is not None and not _wait_for_exit_record(sync_file, timeout=LOG_FLUSH_TIMEOUT):
-            warnings.warn(
+            warn(
                 f"wandb_session: W&B had not finished writing {sync_file} after {LOG_FLUSH_TIMEOUT:.0f} s; "
-                "the run may still be flushing when the task ends",
-                TrackingWarning,
-                stacklevel=2,
+                "the run may still be flushing when the task ends"
             )
 
     def _log_metrics(self, handle: Run, metrics: Mapping[str, float | int]) -> None:
@@ -451,7 +437,7 @@ wandb_session = WandbSession
 """The public name of :class:`WandbSession`: ``with wandb_session(...) as handle:``."""
 
 
-class wandb_init(SessionDecorator):  # lowercase: the name flytekitplugins-wandb users import
+class wandb_init(SessionDecorator, session=WandbSession):  # lowercase: the name flytekitplugins-wandb users import
     """The decorator shortcut: ``@wandb_init(project=..., entity=..., secret=...)`` below ``@task``.
 
     Same parameters, in the same order, as flytekitplugins-wandb's ``wandb_init``, so migrating is an
@@ -460,33 +446,10 @@ class wandb_init(SessionDecorator):  # lowercase: the name flytekitplugins-wandb
     path, a ``FlyteDirectory``, or the name of a task parameter holding either.
     """
 
-    decorator_name = "wandb_init"
     WANDB_PROJECT_KEY = "project"
     WANDB_ENTITY_KEY = "entity"
     WANDB_ID_KEY = "id"
     WANDB_HOST_KEY = "host"
-
-    def __init__(
-        self,
-        task_function: Callable[..., Any] | None = None,
-        project: str | None = None,
-        entity: str | None = None,
-        secret: SecretSpec = None,
-        id: str | None = None,  # flytekitplugins-wandb's name
-        host: str = DEFAULT_HOST,
-        api_host: str = DEFAULT_API_HOST,
-        **init_kwargs: Any,
-    ) -> None:
-        super().__init__(
-            task_function,
-            project=project,
-            entity=entity,
-            secret=secret,
-            id=id,
-            host=host,
-            api_host=api_host,
-            **init_kwargs,
-        )
 
     def _make_session(self, **kwargs: Any) -> WandbSession:
         directory = kwargs.get("dir")

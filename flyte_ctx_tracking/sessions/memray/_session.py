@@ -17,24 +17,19 @@ import os
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._decorator import SessionDecorator
-from .._session import OnError, OpenPlan, Session, SessionUnavailable, TrackingWarning, log_to_active_trackers
-from .._validate import check_bool, check_positive_int, check_str, file_stem
-from ..decks.memray import (
-    HTML_REPORTERS,
-    Report,
-    ReportOptions,
-    error_report_html,
-    memray_deck_html,
-    parse_reporter_args,
-    render_report,
-)
+from ..._decorator import SessionDecorator
+from ..._session import OpenPlan, ProfilerOptions, Session, SessionUnavailable, log_to_active_trackers, warn
+from ..._validate import check_bool, check_positive_int, check_str, file_stem
+from ...decks.memray import error_report_html, memray_deck_html
+from ._report import HTML_REPORTERS, Report, ReportOptions, next_deck_title, parse_reporter_args, render_report
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DEFAULT_MAX_REPORT_BYTES",
@@ -148,11 +143,7 @@ class MemrayCapture:
             except Exception as error:
                 what = f"{type(error).__name__}: {error}"
                 self.render_error = what
-                warnings.warn(
-                    f"memray_profile {self.name!r}: the report could not be rendered ({what}); the task runs on",
-                    TrackingWarning,
-                    stacklevel=3,
-                )
+                warn(f"memray_profile {self.name!r}: the report could not be rendered ({what}); the task runs on")
                 report = Report(error_report_html(self.name, what), "error", [])
             self._report = report
             self.report_kind = report.kind
@@ -197,7 +188,7 @@ def _top_sites(reader: Any, native: bool, limit: int) -> tuple[AllocationSite, .
     return tuple(AllocationSite(location, size, count) for location, (size, count) in ranked)
 
 
-class memray_profile(Session[MemrayCapture]):
+class memray_profile(Session[MemrayCapture], kind="memray", display_name="memray", backend="memray", extra="memray"):
     """Profile the memory of a block (``with``/``async with``) or of every call of a function.
 
     Args:
@@ -214,17 +205,11 @@ class memray_profile(Session[MemrayCapture]):
             ``MAX_DECKS_PER_SECTION`` (3) captures of one name and ``MAX_DECKS_PER_TASK`` (10) in all
             get a deck per task; every handle keeps its numbers.
         log_to_trackers: log ``memray/<name>/peak_memory_bytes`` and
-            ``memray/<name>/total_allocations`` to the active W&B, Comet or Neptune run, if any.
+            ``memray/<name>/total_allocations`` to the active tracking runs, if any.
         max_report_bytes: the largest report to embed; a larger one degrades and says so.
-        on_error: ``"warn"`` (default) or ``"raise"`` when memray itself fails (or another
-            tracker is active).
-        directory: where capture files go; default ``$FLYTE_CTX_TRACKING_DIR/memray``.
     """
 
-    kind: ClassVar[str] = "memray"
-    display_name: ClassVar[str] = "memray"
-    backend_module: ClassVar[str] = "memray"
-    extra: ClassVar[str] = "memray"
+    named_after_function: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -239,35 +224,32 @@ class memray_profile(Session[MemrayCapture]):
         deck: bool = True,
         log_to_trackers: bool = True,
         max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES,
-        on_error: OnError = "warn",
-        directory: str | os.PathLike[str] | None = None,
+        **options: Unpack[ProfilerOptions],
     ) -> None:
-        super().__init__(on_error=on_error, directory=directory)
-        check_str("memray_profile", "name", name, non_empty=True)
-        self._named = name is not None
-        self.name: str = name if name is not None else _caller_name(2)
-        self.native_traces = check_bool("memray_profile", "native_traces", native_traces)
-        self.trace_python_allocators = check_bool("memray_profile", "trace_python_allocators", trace_python_allocators)
-        self.follow_fork = check_bool("memray_profile", "follow_fork", follow_fork)
-        self.deck = check_bool("memray_profile", "deck", deck)
-        self.log_to_trackers = check_bool("memray_profile", "log_to_trackers", log_to_trackers)
-        self.memory_interval_ms = check_positive_int("memray_profile", "memory_interval_ms", memory_interval_ms)
-        self.max_report_bytes = check_positive_int("memray_profile", "max_report_bytes", max_report_bytes)
+        super().__init__(**options)
+        owner = "memray_profile"
+        check_str(owner, "name", name, non_empty=True)
+        self.name = name
+        self._caller = _caller_name(2)
+        self.native_traces = check_bool(owner, "native_traces", native_traces)
+        self.trace_python_allocators = check_bool(owner, "trace_python_allocators", trace_python_allocators)
+        self.follow_fork = check_bool(owner, "follow_fork", follow_fork)
+        self.deck = check_bool(owner, "deck", deck)
+        self.log_to_trackers = check_bool(owner, "log_to_trackers", log_to_trackers)
+        self.memory_interval_ms = check_positive_int(owner, "memory_interval_ms", memory_interval_ms)
+        self.max_report_bytes = check_positive_int(owner, "max_report_bytes", max_report_bytes)
         if memray_html_reporter not in HTML_REPORTERS:
             raise ValueError(
                 f"{memray_html_reporter} is not a supported html reporter. Supported: 'flamegraph', 'table'."
             )
         self.options = parse_reporter_args(memray_html_reporter, memray_reporter_args)
+        self.memray_html_reporter = memray_html_reporter
+        self.memray_reporter_args = list(memray_reporter_args) if memray_reporter_args is not None else None
 
-    def __call__(self, func: F) -> F:
-        """Profile every call of ``func``; an unnamed session takes the function's name."""
-        if self._named:
-            return super().__call__(func)
-        named = self._replace(name=getattr(func, "__name__", "profile"), _named=True)
-        return Session.__call__(named, func)
-
-    def __repr__(self) -> str:
-        return f"memray_profile({self.name!r}, reporter={self.options.reporter!r}, args={list(self.options.args)!r})"
+    @property
+    def section(self) -> str:
+        """The section's name: ``name``, else the function that created the session."""
+        return self.name if self.name is not None else self._caller
 
     # ------------------------------------------------------------------ backend hooks
     def _reuse_key(self) -> Hashable:
@@ -276,18 +258,20 @@ class memray_profile(Session[MemrayCapture]):
         return "tracker"
 
     def _inactive_handle(self) -> MemrayCapture:
-        return MemrayCapture(self.name, options=self.options, profiled=False)
+        return MemrayCapture(self.section, options=self.options, profiled=False)
 
     def _open(self, plan: OpenPlan) -> MemrayCapture:
         import memray
 
-        from ..decks import decks_enabled
-        from ..decks.memray import warm_up_reporter
+        from ... import _flyte
+        from ._report import warm_up_reporter
 
-        if self.deck and decks_enabled():  # a report will be rendered: its one-time setup, unprofiled
+        if self.deck and _flyte.decks_enabled():  # a report will be rendered: its one-time setup, unprofiled
             warm_up_reporter("temporal_flamegraph" if self.options.temporal else self.options.reporter)
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        path = plan.directory / f"{file_stem(self.name, 'profile')}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin"
+        path = (
+            plan.directory / f"{file_stem(self.section, 'profile')}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin"
+        )
         tracker = memray.Tracker(
             os.fspath(path),
             native_traces=self.native_traces,
@@ -303,11 +287,11 @@ class memray_profile(Session[MemrayCapture]):
             if not isinstance(error, RuntimeError) or _FOREIGN_TRACKER not in str(error):
                 raise
             raise SessionUnavailable(
-                f"section {self.name!r} runs unprofiled: another memray tracker is already active in this "
+                f"section {self.section!r} runs unprofiled: another memray tracker is already active in this "
                 "process (pytest-memray, `memray run`, a memray.Tracker of your own, or a memray_profile in "
                 "another thread), and memray allows only one at a time"
             ) from error
-        capture = MemrayCapture(self.name, path=path, options=self.options, max_report_bytes=self.max_report_bytes)
+        capture = MemrayCapture(self.section, path=path, options=self.options, max_report_bytes=self.max_report_bytes)
         capture._tracker = tracker
         return capture
 
@@ -336,8 +320,6 @@ class memray_profile(Session[MemrayCapture]):
             )
 
     def _deck(self, handle: MemrayCapture, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:
-        from ..decks.memray import next_deck_title
-
         title, last = next_deck_title(
             _DECK_PREFIX + handle.name, per_section=MAX_DECKS_PER_SECTION, per_task=MAX_DECKS_PER_TASK
         )
@@ -364,49 +346,27 @@ class memray_profile(Session[MemrayCapture]):
             total=handle.total_allocations,
             capture=os.fspath(handle.path) if handle.path is not None else None,
             sites=handle._site_tuples(),
-            report=report,
+            report_html=report.html,
+            report_kind=report.kind,
+            notes=report.notes,
             failure=handle.render_error,
             error_type=handle.error_type,
         )
         return title, html
 
 
-class memray_profiling(SessionDecorator):
+class memray_profiling(SessionDecorator, session=memray_profile):
     """Profile the memory of a whole task: ``@task(enable_deck=True)`` above ``@memray_profiling(...)``.
 
-    Same parameters as the flytekit plugin, checked when the decorator is applied; the extra
-    keyword-only ones are those of :class:`memray_profile` (``name`` defaults to the function's).
+    flytekitplugins-memray's parameters, in its order, checked when the decorator is applied; the
+    other keyword arguments are :class:`memray_profile`'s (``name`` defaults to the function's).
     """
 
-    decorator_name: ClassVar[str] = "memray_profiling"
-
-    def __init__(
-        self,
-        task_function: Callable[..., Any] | None = None,
-        native_traces: bool = False,
-        trace_python_allocators: bool = False,
-        follow_fork: bool = False,
-        memory_interval_ms: int = 10,
-        memray_html_reporter: str = "flamegraph",
-        memray_reporter_args: Sequence[str] | None = None,
-        **options: Any,
-    ) -> None:
-        self._function_name = getattr(task_function, "__name__", None)
-        super().__init__(
-            task_function,
-            native_traces=native_traces,
-            trace_python_allocators=trace_python_allocators,
-            follow_fork=follow_fork,
-            memory_interval_ms=memory_interval_ms,
-            memray_html_reporter=memray_html_reporter,
-            memray_reporter_args=memray_reporter_args,
-            **options,
-        )
-
-    def _make_session(self, **kwargs: Any) -> memray_profile:
-        name = kwargs.pop("name", None) or self._function_name or "task"
-        return memray_profile(name, **kwargs)
-
-    def get_extra_config(self) -> dict[str, str]:
-        """memray adds no console link."""
-        return {}
+    positional: ClassVar[tuple[str, ...]] = (
+        "native_traces",
+        "trace_python_allocators",
+        "follow_fork",
+        "memory_interval_ms",
+        "memray_html_reporter",
+        "memray_reporter_args",
+    )

@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .._whylogs_compat import import_whylogs
+from ._compat import import_whylogs
 
 why = import_whylogs()  # the numpy-2 step runs before whylogs is imported
 
@@ -23,7 +23,7 @@ from whylogs.core.constraints import (  # noqa: E402
     MetricConstraint,
 )
 
-from ..decks.whylogs import ColumnSummary, ConstraintResult, DriftResult  # noqa: E402
+from ._types import ColumnSummary, ConstraintResult, DriftResult  # noqa: E402
 
 __all__ = [
     "CONSTRAINT_TYPES",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .._whylogs_compat import import_whylogs
+from ._compat import import_whylogs
 
 import_whylogs()  # the numpy-2 step runs before whylogs is imported
 
@@ -78,8 +78,8 @@ class WhylogsDatasetProfileTransformer(AsyncTypeTransformer[DatasetProfileView])
         self, ctx: FlyteContext, python_val: DatasetProfileView, expected_python_type: type[DatasetProfileView]
     ) -> str:
         """The profile as HTML: a self-contained column table, then whylogs' profile summary report."""
-        from ..decks.whylogs import profile_summary_html
-        from .whylogs_report import column_summaries, interactive_summary_html
+        from ...decks.whylogs import profile_summary_html
+        from ._analysis import column_summaries, interactive_summary_html
 
         return profile_summary_html(
             "profile", column_summaries(python_val), interactive_html=interactive_summary_html(python_val)

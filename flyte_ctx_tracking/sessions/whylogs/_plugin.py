@@ -6,7 +6,7 @@ pandas: whylogs alone would add about 0.3 s to every ``import flytekit``) and ne
 
 * whylogs already imported: register :class:`WhylogsDatasetProfileTransformer` now;
 * whylogs installed but not imported: watch for its import (a one-shot ``sys.meta_path`` hook). When
-  something imports whylogs, the hook applies the numpy-2 step first (see ``_whylogs_compat``),
+  something imports whylogs, the hook applies the numpy-2 step first (see ``_compat``),
   lets whylogs load unchanged, then registers the transformer, before a task can annotate a
   ``DatasetProfileView``;
 * whylogs not installed: nothing happens.
@@ -26,7 +26,7 @@ from types import ModuleType
 __all__ = ["install"]
 
 _TARGET = "whylogs"
-_TRANSFORMER_MODULE = __name__.rpartition(".")[0] + ".whylogs_transformer"
+_TRANSFORMER_MODULE = __name__.rpartition(".")[0] + "._transformer"
 _lock = threading.Lock()
 
 
@@ -35,13 +35,13 @@ def _register_quietly() -> None:
     if _TRANSFORMER_MODULE in sys.modules:  # imported (or being imported): it registers itself
         return
     try:
-        from .whylogs_transformer import register
+        from ._transformer import register
 
         register()
     except Exception as error:
         warnings.warn(
             f"flyte_ctx_tracking: could not register the whylogs DatasetProfileView type with flytekit "
-            f"({type(error).__name__}: {error}); import flyte_ctx_tracking.sessions.whylogs_transformer to see why",
+            f"({type(error).__name__}: {error}); import flyte_ctx_tracking.sessions.whylogs._transformer to see why",
             stacklevel=2,
         )
 
@@ -74,7 +74,7 @@ class _WhylogsImportHook(MetaPathFinder):
             return None
         _uninstall(self)
         try:
-            from .._whylogs_compat import ensure_numpy2_compat
+            from ._compat import ensure_numpy2_compat
 
             ensure_numpy2_compat()
             spec = importlib.util.find_spec(fullname)

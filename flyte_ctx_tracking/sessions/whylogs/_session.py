@@ -9,7 +9,7 @@ compared with ``reference`` (drift deck) and checked against ``constraints`` (co
 are written). The per-column summary also goes to the active W&B, Comet or Neptune run, if any.
 
 whylogs is imported only when a profile opens, and always after the numpy-2 step of
-``flyte_ctx_tracking._whylogs_compat``.
+``._compat``.
 """
 
 from __future__ import annotations
@@ -19,29 +19,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from .._session import Mode, OnError, OpenPlan, Session, log_to_active_trackers
-from .._validate import check_bool, check_str, file_stem
-from ..decks.whylogs import ColumnSummary, ConstraintResult, DriftResult
+from ..._session import OpenPlan, ProfilerOptions, Session, log_to_active_trackers
+from ..._validate import check_bool, check_str, file_stem
+from ._types import ColumnSummary, ConstraintResult, DriftResult
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
     from whylogs.core import DatasetProfileView
-    from whylogs.core.constraints import Constraints
 
-    from .whylogs_transformer import WhylogsDatasetProfileTransformer
+__all__ = ["ConstraintsFailedError", "WhylogsProfile", "WhylogsProfileSession", "whylogs_profile"]
 
-__all__ = [
-    "ConstraintsFailedError",
-    "WhylogsConstraintsRenderer",
-    "WhylogsDatasetProfileTransformer",
-    "WhylogsProfile",
-    "WhylogsProfileSession",
-    "WhylogsSummaryDriftRenderer",
-    "whylogs_profile",
-]
-
-F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_NAME = "profile"
 _ACCEPTED_DATA = "a pandas DataFrame or a dict row (column name -> value)"
 _ACCEPTED_REFERENCE = "a pandas DataFrame, a whylogs DatasetProfileView, or None"
@@ -50,15 +39,6 @@ _ACCEPTED_CONSTRAINTS = (
     "constraints (MetricConstraint, DatasetConstraint, e.g. from whylogs.core.constraints.factories), "
     "whylogs Constraints, or None"
 )
-
-
-def __getattr__(name: str) -> Any:
-    # The transformer's module imports whylogs (and registers the type): load it only when asked.
-    if name == "WhylogsDatasetProfileTransformer":
-        from .whylogs_transformer import WhylogsDatasetProfileTransformer
-
-        return WhylogsDatasetProfileTransformer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ConstraintsFailedError(Exception):
@@ -104,7 +84,7 @@ def _is_profile_view(value: object) -> bool:
 def _is_constraint(value: object) -> bool:
     if "whylogs" not in sys.modules:
         return False
-    from .whylogs_report import CONSTRAINT_TYPES
+    from ._analysis import CONSTRAINT_TYPES
 
     return isinstance(value, CONSTRAINT_TYPES)
 
@@ -187,7 +167,7 @@ class WhylogsProfile:
                 return self._view
             if self._profile is not None:
                 return self._profile.view()
-        from .whylogs_report import DatasetProfileView
+        from ._analysis import DatasetProfileView
 
         return DatasetProfileView.zero()
 
@@ -200,7 +180,9 @@ class WhylogsProfile:
         return self.view()
 
 
-class WhylogsProfileSession(Session[WhylogsProfile]):
+class WhylogsProfileSession(
+    Session[WhylogsProfile], kind="whylogs", display_name="whylogs", backend="whylogs", extra="whylogs"
+):
     """A whylogs profile of the data a block logs (``with``/``async with``), or of a function or task
     (as a decorator).
 
@@ -237,10 +219,14 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
         ValueError: ``fail_on_constraints=True`` without constraints, an unknown ``mode`` or ``on_error``.
     """
 
-    kind: ClassVar[str] = "whylogs"
-    display_name: ClassVar[str] = "whylogs"
-    backend_module: ClassVar[str] = "whylogs"
-    extra: ClassVar[str] = "whylogs"
+    named_after_function: ClassVar[bool] = True
+
+    name: str | None
+    reference: Any
+    constraints: Any
+    fail_on_constraints: bool
+    interactive: bool
+    log_to_trackers: bool
 
     def __init__(
         self,
@@ -252,10 +238,9 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
         deck: bool = True,
         interactive: bool = True,
         log_to_trackers: bool = True,
-        mode: Mode = "auto",
-        on_error: OnError = "warn",
-        directory: str | Path | None = None,
+        **options: Unpack[ProfilerOptions],
     ) -> None:
+        super().__init__(**options)
         owner = "whylogs_profile"
         check_str(owner, "name", name, non_empty=True)
         if reference is not None and not (_is_dataframe(reference) or _is_profile_view(reference)):
@@ -278,33 +263,9 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
             check_bool(owner, flag, value)
         if fail_on_constraints and not constraints:
             raise ValueError(f"{owner}: fail_on_constraints=True needs constraints to check; none were given")
-        super().__init__(mode=mode, on_error=on_error, directory=directory)
-        self.name = name
-        self.reference = reference
-        self.constraints = constraints
-        self.fail_on_constraints = fail_on_constraints
-        self.deck = deck
-        self.interactive = interactive
-        self.log_to_trackers = log_to_trackers
+        self._keep(locals())
         self._reference_view: Any = None
         self._reference_lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        parts = [repr(self.name)]
-        if self.reference is not None:
-            parts.append(f"reference={type(self.reference).__name__}")
-        if self.constraints is not None:
-            parts.append(f"constraints={type(self.constraints).__name__}")
-        if self.fail_on_constraints:
-            parts.append("fail_on_constraints=True")
-        return f"whylogs_profile({', '.join(parts)})"
-
-    def __call__(self, func: F) -> F:
-        """Profile every call of ``func``; an unnamed profile takes the function's name."""
-        if self.name is not None:
-            return super().__call__(func)
-        named = self._replace(name=getattr(func, "__name__", DEFAULT_NAME))
-        return Session.__call__(named, func)
 
     # ------------------------------------------------------------------ helpers
     def _name_for(self, plan: OpenPlan | None) -> str:
@@ -317,7 +278,7 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
         """The reference as a profile view, profiled once per session."""
         with self._reference_lock:
             if self._reference_view is None:
-                from .whylogs_report import view_of
+                from ._analysis import view_of
 
                 self._reference_view = view_of(self.reference)
             return self._reference_view
@@ -327,15 +288,15 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
         return WhylogsProfile(self._name_for(None), active=False)
 
     def _open(self, plan: OpenPlan) -> WhylogsProfile:
-        from . import whylogs_transformer  # noqa: F401  (registers DatasetProfileView with flytekit)
-        from .whylogs_report import DatasetProfile
+        from . import _transformer  # noqa: F401  (registers DatasetProfileView with flytekit)
+        from ._analysis import DatasetProfile
 
         handle = WhylogsProfile(self._name_for(plan))
         handle._profile = DatasetProfile()
         return handle
 
     def _close(self, handle: WhylogsProfile, plan: OpenPlan, error: BaseException | None) -> None:
-        from . import whylogs_report as report
+        from . import _analysis as report
 
         view = handle._freeze()
         failures: list[Exception] = []
@@ -387,8 +348,8 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
     def _deck(
         self, handle: WhylogsProfile, plan: OpenPlan, error: BaseException | None
     ) -> list[tuple[str, str]] | None:
-        from ..decks import whylogs as html
-        from . import whylogs_report as report
+        from ...decks import whylogs as html
+        from . import _analysis as report
 
         view = handle.view()
 
@@ -458,51 +419,3 @@ class WhylogsProfileSession(Session[WhylogsProfile]):
 
 whylogs_profile = WhylogsProfileSession
 """The public name of :class:`WhylogsProfileSession`: ``with whylogs_profile(...) as handle:``."""
-
-
-class WhylogsConstraintsRenderer:
-    """HTML report of whylogs ``Constraints``: each constraint with PASS or FAIL (flytekitplugins-whylogs' name).
-
-    Usable as ``WhylogsConstraintsRenderer.to_html(constraints)`` or as a flytekit renderer.
-    """
-
-    @staticmethod
-    def to_html(constraints: Constraints, *, interactive: bool = True) -> str:
-        """Self-contained HTML of ``constraints`` evaluated on the profile they were built on, then
-        (``interactive``) whylogs' own constraints report."""
-        from . import whylogs_report as report
-
-        if not isinstance(constraints, report.Constraints):
-            raise TypeError(
-                "WhylogsConstraintsRenderer.to_html accepts whylogs Constraints "
-                f"(ConstraintsBuilder(view).add_constraint(...).build()); got {type(constraints).__name__}"
-            )
-        from ..decks.whylogs import constraints_html
-
-        results, _ = report.evaluate_constraints(constraints, constraints.dataset_profile_view)
-        extra = report.interactive_constraints_html(constraints) if interactive else None
-        return constraints_html(DEFAULT_NAME, results, interactive_html=extra)
-
-
-class WhylogsSummaryDriftRenderer:
-    """HTML drift report of a target against a reference (flytekitplugins-whylogs' name)."""
-
-    @staticmethod
-    def to_html(reference_data: Any, target_data: Any, *, interactive: bool = True) -> str:
-        """Profile both (pandas DataFrames, or ``DatasetProfileView`` as they are) and report per-column
-        drift as self-contained HTML, then (``interactive``) whylogs' own summary drift report."""
-        for label, value in (("reference_data", reference_data), ("target_data", target_data)):
-            if not (_is_dataframe(value) or _is_profile_view(value)):
-                raise TypeError(
-                    f"WhylogsSummaryDriftRenderer.to_html: {label} must be a pandas DataFrame or a whylogs "
-                    f"DatasetProfileView; got {type(value).__name__}"
-                )
-        from ..decks.whylogs import drift_html
-        from . import whylogs_report as report
-
-        reference, target = report.view_of(reference_data), report.view_of(target_data)
-        results, only_reference, only_target = report.drift_results(target, reference)
-        extra = report.interactive_drift_html(target, reference) if interactive else None
-        return drift_html(
-            DEFAULT_NAME, results, only_in_reference=only_reference, only_in_target=only_target, interactive_html=extra
-        )
