@@ -7,8 +7,12 @@ library is about to show that could carry it (backend error messages often echo 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Union
+from urllib.parse import quote
 
 from ._flyte import is_flyte_secret, read_flyte_secret
 
@@ -21,6 +25,9 @@ SecretSpec = Union["Secret", Callable[[], str], None]
 """What ``secret=`` accepts: a flytekit ``Secret``, a callable returning the value, or ``None``."""
 
 _MASK = "***"
+_MIN_SECRET = 4  # shorter values would mask ordinary text, and are no secret anyway
+# A run of base64 (standard or URL-safe) long enough to hold a key.
+_BASE64_TOKEN = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
 
 
 def validate_secret(secret: object, *, owner: str) -> None:
@@ -72,14 +79,36 @@ def resolve_secret(secret: SecretSpec) -> str | None:
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with every occurrence of each secret value replaced by ``***``."""
-    for value in secrets:
-        if value:
-            text = text.replace(value, _MASK)
-    return text
+    """``text`` with every secret replaced by ``***``: as it is, URL-encoded, and inside any base64
+    token (HTTP Basic auth sends ``base64("api:<key>")``, and servers echo it back)."""
+    values = [value for value in secrets if value and len(value) >= _MIN_SECRET]
+    if not values:
+        return text
+    for value in values:
+        for form in {value, quote(value, safe="")}:
+            text = text.replace(form, _MASK)
+
+    def scrub_token(match: re.Match[str]) -> str:
+        token = match.group(0)
+        decoded = _b64decode(token)
+        if decoded is not None and any(value.encode() in decoded for value in values):
+            return _MASK
+        return token
+
+    return _BASE64_TOKEN.sub(scrub_token, text)
 
 
-def scrub_exception_chain(error: BaseException, secret: str) -> None:
+def _b64decode(token: str) -> bytes | None:
+    padded = token + "=" * (-len(token) % 4)
+    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            return decode(padded)
+        except (binascii.Error, ValueError):
+            continue
+    return None
+
+
+def scrub_exception_chain(error: BaseException, *secrets: str | None) -> None:
     """Replace ``secret`` in the messages of ``error`` and of every exception it was caused by.
 
     Backend errors often echo the key they were given, and chained exceptions are printed in full
@@ -91,10 +120,10 @@ def scrub_exception_chain(error: BaseException, secret: str) -> None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         try:
-            current.args = tuple(redact(arg, secret) if isinstance(arg, str) else arg for arg in current.args)
+            current.args = tuple(redact(arg, *secrets) if isinstance(arg, str) else arg for arg in current.args)
             for name, value in list(vars(current).items()):
-                if isinstance(value, str) and secret in value:
-                    setattr(current, name, redact(value, secret))
+                if isinstance(value, str) and redact(value, *secrets) != value:
+                    setattr(current, name, redact(value, *secrets))
         except Exception:  # an exception type that refuses new attributes: its message stays as is
             pass
         current = current.__cause__ or current.__context__

@@ -61,6 +61,8 @@ __all__ = [
     "TrackingSession",
     "TrackingWarning",
     "current_run",
+    "describe_exception",
+    "exception_message",
     "log_to_active_trackers",
     "tracking_root",
     "warn",
@@ -72,6 +74,9 @@ MODES: tuple[str, ...] = get_args(Mode)
 ON_ERROR: tuple[str, ...] = get_args(OnError)
 MODE_ENV_VAR = "FLYTE_CTX_TRACKING_MODE"
 TRACKING_DIR_ENV_VAR = "FLYTE_CTX_TRACKING_DIR"
+ONLINE_TIMEOUT_ENV_VAR = "FLYTE_CTX_TRACKING_ONLINE_TIMEOUT"
+DEFAULT_ONLINE_TIMEOUT = 30.0
+"""Seconds a tracker may take to go online before the block starts offline instead."""
 DEFAULT_TRACKING_DIR = ".flyte-ctx-tracking"
 
 HandleT = TypeVar("HandleT")
@@ -86,6 +91,10 @@ class TrackingWarning(UserWarning):
 
 class TrackingError(RuntimeError):
     """Raised for a backend failure when the session was created with ``on_error="raise"``."""
+
+
+class OnlineTimeout(TimeoutError):
+    """Going online did not finish within the session's ``online_timeout``."""
 
 
 class SessionUnavailable(RuntimeError):
@@ -111,9 +120,11 @@ class ProfilerOptions(TypedDict, total=False):
 
 
 class TrackingOptions(ProfilerOptions, total=False):
-    """The options of tracking sessions: a profiler's, and ``all_ranks`` (``secret`` is positional)."""
+    """The options of tracking sessions: a profiler's, ``all_ranks`` and ``online_timeout``
+    (``secret`` is positional)."""
 
     all_ranks: bool
+    online_timeout: float | None
 
 
 SHARED_OPTIONS: Mapping[str, str] = {
@@ -134,6 +145,11 @@ SHARED_OPTIONS: Mapping[str, str] = {
     "all_ranks": (
         "in distributed training (``WORLD_SIZE > 1``) track every rank, not rank 0 only; the other "
         "ranks otherwise get ``None``."
+    ),
+    "online_timeout": (
+        "seconds going online may take before the block starts offline instead, with one warning "
+        "(default ``$FLYTE_CTX_TRACKING_ONLINE_TIMEOUT``, else 30). An attempt that does not return in "
+        "time is abandoned, not waited for; if it opens a run later, that run is closed."
     ),
 }
 """The documentation of each shared option, appended to every session class's docstring."""
@@ -225,6 +241,8 @@ class OpenPlan:
         run_id: the default run identity (the pod name in remote runs, ``None`` locally).
         group: what a node's retries and ranks share (``None`` locally).
         api_key: the resolved secret, if any. Never printed: excluded from ``repr``.
+        secrets: every key the session knows of (``api_key``, the backend's own variable or saved
+            login), scrubbed from everything the library reports or writes, in every encoding.
         fallback_reason: why the mode is not what was asked for, if it is not.
         after_online_failure: True for the offline retry after opening online failed (a backend
             whose failed attempt still holds the run id uses another one).
@@ -239,10 +257,14 @@ class OpenPlan:
     run_id: str | None
     group: str | None
     api_key: str | None = field(default=None, repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
     fallback_reason: str | None = None
     after_online_failure: bool = False
     source_file: str | None = None
     function: str | None = None
+    online_timeout: float | None = None
+    """For an online open: the seconds it has before it is abandoned (a backend passes it to its
+    client's own timeouts, so that the client gives up by itself too)."""
 
 
 @dataclass(eq=False)
@@ -319,6 +341,27 @@ def refuse_generator_function(owner: str, func: object) -> None:
             f"{owner} cannot decorate the generator function {name}: its body runs after the call returns, "
             "outside the session. Use `with` (or `async with`) around the loop that consumes it instead."
         )
+
+
+def exception_message(error: BaseException) -> str:
+    """``str(error)``, also for an exception whose ``__str__`` raises (it is still a failure)."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} whose message cannot be printed>"
+
+
+def describe_exception(error: BaseException) -> str:
+    """``Type: message`` of ``error`` (see :func:`exception_message`)."""
+    message = exception_message(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _check_timeout(name: str, value: object) -> float:
+    """``value`` as seconds: a positive, finite number (not a bool), else ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{name}={value!r} is not accepted; pass a positive number of seconds")
+    return float(value)
 
 
 def _check_kind(kind: str) -> None:
@@ -402,6 +445,9 @@ class Session(Generic[HandleT]):
     """The shared options this kind of session takes."""
     named_after_function: ClassVar[bool] = False
     """Whether a decorated function names an unnamed session (profilers: ``name``)."""
+    works_without_directory: ClassVar[bool] = False
+    """Whether the session still opens when its data directory cannot be created (it works in
+    memory, and only saving fails: whylogs' constraints are judged all the same)."""
     deck: bool = True
     """Whether the session adds its deck (when the task's decks are on); profilers take it as an argument."""
 
@@ -410,6 +456,7 @@ class Session(Generic[HandleT]):
     secret: SecretSpec
     directory: Path | None
     all_ranks: bool
+    online_timeout: float | None
 
     def __init_subclass__(
         cls,
@@ -457,11 +504,15 @@ class Session(Generic[HandleT]):
         all_ranks = shared.get("all_ranks", False)
         if not isinstance(all_ranks, bool):
             raise TypeError(f"{owner}: all_ranks={all_ranks!r} is not accepted; pass True or False")
+        online_timeout = shared.get("online_timeout")
+        if online_timeout is not None:
+            online_timeout = _check_timeout(f"{owner}: online_timeout", online_timeout)
         self.mode = mode
         self.on_error = on_error
         self.secret = secret
         self.directory = Path(directory) if directory is not None else None
         self.all_ranks = all_ranks
+        self.online_timeout: float | None = online_timeout
         self._key: Hashable | None = None
         self._entered: list[_Frame] = []  # every live entry, in any context: to find a block exited elsewhere
         self._entered_lock = threading.Lock()
@@ -489,7 +540,22 @@ class Session(Generic[HandleT]):
 
     def _ambient_credentials(self) -> bool:
         """True when the backend can log in without our secret (its env var or saved login)."""
-        return False
+        return bool(self._known_secrets())
+
+    def _known_secrets(self) -> tuple[str, ...]:
+        """The keys the backend would use without our secret (its variable, its saved login): the
+        core scrubs them from everything it reports, like the secret itself."""
+        return ()
+
+    def _secret_forms(self, key: str) -> tuple[str, ...]:
+        """``key`` and any secret it holds (a Neptune token holds its API key), all to be scrubbed."""
+        return (key,)
+
+    def _safe_known_secrets(self) -> tuple[str, ...]:
+        try:
+            return tuple(key for key in self._known_secrets() if isinstance(key, str) and key)
+        except Exception:  # an unreadable saved login is no login
+            return ()
 
     def _open(self, plan: OpenPlan) -> HandleT:
         """Open and return the backend handle. Raising here follows ``on_error``."""
@@ -804,15 +870,19 @@ class Session(Generic[HandleT]):
         try:
             directory = self._data_directory()
         except Exception as error:  # an unwritable FLYTE_CTX_TRACKING_DIR or working directory
-            self._backend_failure("could not create its data directory; the block runs untracked", error, None)
-            return _OpenState(self._inactive_handle(), None, origin)
+            if not self.works_without_directory:
+                self._backend_failure("could not create its data directory; the block runs untracked", error)
+                return _OpenState(self._inactive_handle(), None, origin)
+            # A data gate must still judge the data: only the saving degrades.
+            self._backend_failure("could not create its data directory; nothing will be saved", error)
+            directory = (self.directory if self.directory is not None else tracking_root() / self.kind).absolute()
         api_key: str | None = None
         fallback: str | None = None
         if self.tracks_runs:
             try:
                 api_key = resolve_secret(self.secret)
             except Exception as error:
-                self._backend_failure(f"could not read the secret {describe_secret(self.secret)}", error, None)
+                self._backend_failure(f"could not read the secret {describe_secret(self.secret)}", error)
             if mode == "auto":
                 mode = "online" if api_key or self._has_ambient_credentials() else "offline"
                 if mode == "offline":
@@ -824,6 +894,8 @@ class Session(Generic[HandleT]):
                     fallback = f"no API key was found ({source})"
         else:
             mode = "on"
+        keys = (api_key, *self._safe_known_secrets())
+        secrets = tuple(dict.fromkeys(form for key in keys if key for form in self._secret_forms(key)))
         plan = OpenPlan(
             mode=mode,
             context=context,
@@ -831,23 +903,26 @@ class Session(Generic[HandleT]):
             run_id=context.run_identity(per_rank=self.all_ranks),
             group=context.group,
             api_key=api_key,
+            secrets=secrets,
             fallback_reason=fallback,
             source_file=origin.filename if origin is not None and os.path.isfile(origin.filename) else None,
             function=origin.function if origin is not None else None,
         )
         try:
-            handle = self._open(plan)
+            handle = self._open_within_deadline(plan) if plan.mode == "online" else self._open(plan)
         except Exception as error:
             if plan.mode != "online" or isinstance(error, SessionUnavailable):
-                self._backend_failure(f"could not start {self.display_name}; the block runs untracked", error, api_key)
+                self._backend_failure(f"could not start {self.display_name}; the block runs untracked", error, secrets)
                 return _OpenState(self._inactive_handle(), None, origin)
-            self._backend_failure(f"could not start {self.display_name} online; trying offline", error, api_key)
-            reason = f"going online failed ({type(error).__name__})"
+            if self.on_error == "raise":
+                self._backend_failure(f"could not start {self.display_name} online", error, secrets)
+            # One warning in all, the offline one, says why going online failed.
+            reason = f"going online failed ({self._describe_failure(error, secrets)})"
             plan = replace(plan, mode="offline", fallback_reason=reason, after_online_failure=True)
             try:
                 handle = self._open(plan)
             except Exception as offline_error:
-                self._backend_failure(f"could not start {self.display_name} offline either", offline_error, api_key)
+                self._backend_failure(f"could not start {self.display_name} offline either", offline_error, secrets)
                 return _OpenState(self._inactive_handle(), None, origin)
         try:
             if plan.fallback_reason is not None:
@@ -858,6 +933,53 @@ class Session(Generic[HandleT]):
                 self._close(handle, plan, None)
             raise
         return _OpenState(handle, plan, origin)
+
+    def _online_deadline(self) -> float:
+        if self.online_timeout is not None:
+            return self.online_timeout
+        configured = os.environ.get(ONLINE_TIMEOUT_ENV_VAR, "").strip()
+        if configured:
+            try:
+                return _check_timeout(ONLINE_TIMEOUT_ENV_VAR, float(configured))
+            except ValueError as error:  # a typo in a process-wide variable must not fail every task
+                warn(f"{error}; using {DEFAULT_ONLINE_TIMEOUT:g} s")
+        return DEFAULT_ONLINE_TIMEOUT
+
+    def _open_within_deadline(self, plan: OpenPlan) -> HandleT:
+        """:meth:`_open` online, bounded: a client that never returns (a server that accepts and never
+        answers) is abandoned after the deadline, and closes whatever it opens late in its own thread."""
+        deadline = self._online_deadline()
+        plan = replace(plan, online_timeout=deadline)
+        outcome: list[Any] = []
+        finished = threading.Event()
+        abandoned = threading.Event()
+        lock = threading.Lock()
+
+        def attempt() -> None:
+            try:
+                outcome.append(self._open(plan))
+            except BaseException as error:
+                outcome.append(error)
+            with lock:
+                finished.set()
+                late = abandoned.is_set()
+            if late and outcome and not isinstance(outcome[0], BaseException):
+                with suppress(Exception):
+                    self._close(outcome[0], plan, None)
+
+        thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(attempt,), name=f"{self.kind}-online-open", daemon=True
+        )
+        thread.start()
+        finished.wait(deadline)
+        with lock:
+            if not finished.is_set():
+                abandoned.set()
+                raise OnlineTimeout(f"going online did not finish within {deadline:g} s")
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return cast(HandleT, result)
 
     def _publish(self, state: _OpenState) -> None:
         """Enter :meth:`_handle_scope` in the caller's context; a failure follows ``on_error`` (the handle
@@ -872,7 +994,7 @@ class Session(Generic[HandleT]):
             state.scope = scope
         except Exception as error:
             try:
-                self._backend_failure(f"could not publish the {self.display_name} handle", error, state.plan.api_key)
+                self._backend_failure(f"could not publish the {self.display_name} handle", error, state.plan.secrets)
             except BaseException:
                 with suppress(Exception):
                     self._close(state.handle, state.plan, None)
@@ -894,7 +1016,7 @@ class Session(Generic[HandleT]):
             scope.__exit__(None, None, None)
         except Exception as error:
             what = f"could not unpublish the {self.display_name} handle"
-            self._backend_failure(what, error, state.plan.api_key, may_raise=False)
+            self._backend_failure(what, error, state.plan.secrets, may_raise=False)
         finally:
             _ORIGIN.reset(token)
 
@@ -914,7 +1036,7 @@ class Session(Generic[HandleT]):
         except Exception as close_error:
             # A close failure is only raised when the block succeeded: the user's own exception wins.
             what = f"could not close {self.display_name} cleanly"
-            self._backend_failure(what, close_error, plan.api_key, may_raise=error is None)
+            self._backend_failure(what, close_error, plan.secrets, may_raise=error is None)
         if self.deck:
             try:
                 deck = self._deck(handle, plan, error) if _flyte.decks_enabled() else None
@@ -922,24 +1044,29 @@ class Session(Generic[HandleT]):
                     _flyte.add_deck(title, html)
             except Exception as deck_error:
                 what = f"could not write the {self.display_name} deck"
-                self._backend_failure(what, deck_error, plan.api_key, may_raise=error is None)
+                self._backend_failure(what, deck_error, plan.secrets, may_raise=error is None)
         if error is None:
             self._verdict(handle, plan)
 
-    def _backend_failure(self, what: str, error: BaseException, secret: str | None, *, may_raise: bool = True) -> None:
+    def _backend_failure(
+        self, what: str, error: BaseException, secrets: tuple[str, ...] = (), *, may_raise: bool = True
+    ) -> None:
         """Apply ``on_error`` to a failure of the backend (never to the user's own exception).
 
         ``secret`` is scrubbed from the message: backend errors often echo the key they were given.
         """
-        if secret:
-            # TrackingError keeps the backend's error as its cause (and Python as its context): take
-            # the key out of every exception in that chain before anyone can print it.
-            scrub_exception_chain(error, secret)
-        detail = redact(f"{type(error).__name__}: {error}", secret)
-        message = f"{type(self).__name__}: {what}: {detail}"
+        message = f"{type(self).__name__}: {what}: {self._describe_failure(error, secrets)}"
         if self.on_error == "raise" and may_raise:
             raise TrackingError(message) from error
         warn(message)
+
+    @staticmethod
+    def _describe_failure(error: BaseException, secrets: tuple[str, ...]) -> str:
+        """``Type: message`` of a backend's error, with the keys taken out of it and its whole chain
+        (``TrackingError`` keeps the error as its cause, and Python prints the chain)."""
+        if secrets:
+            scrub_exception_chain(error, *secrets)
+        return redact(describe_exception(error), *secrets)
 
     def _warn_offline(self, handle: HandleT, plan: OpenPlan) -> None:
         info = self._run_info(handle, plan, None) if isinstance(self, TrackingSession) else None
@@ -1003,7 +1130,14 @@ class TrackingSession(Session[HandleT]):
     """A session of an experiment tracker: online and offline modes, rank 0 by default, a run deck."""
 
     tracks_runs: ClassVar[bool] = True
-    shared_options: ClassVar[tuple[str, ...]] = ("mode", "on_error", "secret", "directory", "all_ranks")
+    shared_options: ClassVar[tuple[str, ...]] = (
+        "mode",
+        "on_error",
+        "secret",
+        "directory",
+        "all_ranks",
+        "online_timeout",
+    )
 
     def _inactive_handle(self) -> HandleT | None:
         # Not None: the block's `run.log(...)` must keep running when tracking is off or failed.

@@ -25,6 +25,7 @@ import copy
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .._context import ExecutionContext
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, redact
-from .._session import OpenPlan, RunInfo, SessionUnavailable, TrackingSession
+from .._session import OpenPlan, RunInfo, SessionUnavailable, TrackingSession, describe_exception
 from .._validate import check_str, check_str_list, check_url
 
 if TYPE_CHECKING:
@@ -96,6 +97,41 @@ _REJECTED_KWARGS = {
 }
 # System metrics sampling whose thread costs up to ~1.1 s to stop at the end of every experiment.
 _SAMPLED_SYSTEM_METRICS = ("log_env_cpu", "log_env_network", "log_env_disk")
+
+
+# comet_ml runs one experiment per process, and starting one ends the one running: sessions take
+# turns, atomically, so that a second experiment (in another thread) is refused instead.
+_TURN_LOCK = threading.Lock()
+_EXPERIMENT_TURN: dict[str, Any] = {}  # "turn": the open holding it, "experiment": what it started
+
+
+def _take_turn(turn: int, running: Any) -> None:
+    """Take the process's one experiment for the open ``turn``, or raise ``SessionUnavailable``."""
+    with _TURN_LOCK:
+        holder = _EXPERIMENT_TURN.get("turn")
+        if holder is None and running is not None and not running.ended:
+            busy = f"Comet experiment {running.get_key()} is still running in this process"
+        elif holder is not None and holder != turn:
+            busy = (
+                "another Comet session's experiment is still running in this process (an outer block, another thread)"
+            )
+        else:
+            _EXPERIMENT_TURN.clear()
+            _EXPERIMENT_TURN["turn"] = turn
+            return
+    raise SessionUnavailable(
+        f"{busy}, and comet_ml runs one experiment per process (starting another would end it). End it "
+        "first, or enter the same session (same project_name, workspace and experiment_key) to log into it"
+    )
+
+
+def _end_turn(turn: int, experiment: Any) -> None:
+    """Give the turn back, unless another experiment of the same open took it over since (an
+    abandoned online attempt closing late must not end its offline retry's turn)."""
+    with _TURN_LOCK:
+        mine = _EXPERIMENT_TURN.get("experiment")
+        if _EXPERIMENT_TURN.get("turn") == turn and (experiment is None or mine is None or mine is experiment):
+            _EXPERIMENT_TURN.clear()
 
 
 def link_suffix(project_name: str | None, workspace: str | None) -> str:
@@ -243,11 +279,12 @@ class CometSession(
         return (self.project_name, self.workspace, self.experiment_key)
 
     def _ambient_credentials(self) -> bool:
-        if os.environ.get("COMET_API_KEY"):
-            return True
+        return bool(self._known_secrets())
+
+    def _known_secrets(self) -> tuple[str, ...]:
         from comet_ml.config import get_config
 
-        return bool(get_config()["comet.api_key"])
+        return tuple(key for key in (os.environ.get("COMET_API_KEY"), get_config()["comet.api_key"]) if key)
 
     def experiment_key_for(self, plan: OpenPlan) -> str | None:
         """The key this session gives its experiment under ``plan`` (None: Comet generates one)."""
@@ -286,13 +323,22 @@ class CometSession(
     def _open(self, plan: OpenPlan) -> CometExperiment:
         import comet_ml
 
-        running = comet_ml.get_running_experiment()
-        if running is not None and not running.ended:
-            raise SessionUnavailable(
-                f"Comet experiment {running.get_key()} is still running in this process, and comet_ml runs one "
-                "experiment per process (starting another would end it). End it first, or enter the same "
-                "session (same project_name, workspace and experiment_key) to log into it"
-            )
+        # The open's turn at the process's one experiment: an online attempt and its offline retry
+        # share the execution context object, so the retry may take over an abandoned attempt's turn.
+        turn = id(plan.context)
+        _take_turn(turn, comet_ml.get_running_experiment())
+        try:
+            experiment = self._start(plan)
+        except BaseException:
+            _end_turn(turn, None)
+            raise
+        with _TURN_LOCK:  # an abandoned attempt returning late never replaces its retry's experiment
+            _EXPERIMENT_TURN.setdefault("experiment", experiment)
+        return experiment
+
+    def _start(self, plan: OpenPlan) -> CometExperiment:
+        import comet_ml
+
         config, log_code = self._experiment_config(plan)
         online = plan.mode == "online"
         experiment = comet_ml.start(
@@ -305,12 +351,16 @@ class CometSession(
             **self.start_kwargs,
         )
         try:
+            if online and not getattr(experiment, "alive", True):
+                # comet_ml "starts" an experiment it could not register and logs nothing to it
+                # ("Your experiment will not be logged"): that is a failed start.
+                raise ConnectionError("Comet did not register the experiment with the server; nothing would be logged")
             metadata = plan.context.flyte_metadata()
             if metadata:
                 experiment.log_others(metadata)
             if log_code and plan.source_file:  # the task's file, or the file of the `with` block
                 experiment.log_code(file_name=plan.source_file)
-        except Exception:
+        except BaseException:
             experiment.end()
             raise
         return experiment
@@ -320,7 +370,7 @@ class CometSession(
             if error is None:
                 handle.log_other("flyte/status", "succeeded")
             else:
-                detail = redact(f"{type(error).__name__}: {error}", plan.api_key)[:2000]
+                detail = redact(describe_exception(error), *plan.secrets)[:2000]
                 handle.log_others({"flyte/status": "failed", "flyte/error": detail})
                 # What comet_ml's own excepthook does for an uncaught exception; flytekit catches the
                 # task's exception first, so without this Comet would show the experiment as finished.
@@ -328,7 +378,10 @@ class CometSession(
                 if callable(report):
                     report(f"The Flyte task block failed: {detail}", has_crashed=True)
         finally:
-            handle.end()
+            try:
+                handle.end()
+            finally:
+                _end_turn(id(plan.context), handle)
 
     def _log_metrics(self, handle: CometExperiment, metrics: Mapping[str, float | int]) -> None:
         handle.log_metrics(dict(metrics))

@@ -11,6 +11,8 @@ does, as ``flytekit.current_context().neptune_run``, then stops it when the bloc
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import threading
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .. import _flyte
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, redact
-from .._session import OpenPlan, RunInfo, TrackingSession
+from .._session import OpenPlan, RunInfo, TrackingSession, exception_message
 from .._validate import check_str, check_str_list, check_url, shorten_id
 
 if TYPE_CHECKING:
@@ -72,7 +74,10 @@ _PROJECT = re.compile(r"^[^/\s]+/[^/\s]+$")
 
 # NEPTUNE_DATA_DIRECTORY is read while `init_run` builds the run's operation processor: it is set
 # for that moment only, under a lock so that runs opened concurrently in threads never swap folders.
-_DATA_DIRECTORY_LOCK = threading.Lock()
+_DATA_DIRECTORY_TURN = threading.Condition()
+_DATA_DIRECTORY_USERS: dict[str, Any] = {}  # "path" being set, "count" of opens using it, "previous" value
+_TURN_WAIT = 60.0
+"""Seconds an open waits for another one's turn at ``NEPTUNE_DATA_DIRECTORY`` (one that hangs is abandoned)."""
 
 
 def _validate(project: object, host: object, init_run_kwargs: Mapping[str, Any]) -> None:
@@ -108,6 +113,16 @@ def _validate(project: object, host: object, init_run_kwargs: Mapping[str, Any])
     check_str_list(owner, "tags", init_run_kwargs.get("tags"), allow_str=True)
 
 
+def _inner_api_key(token: str) -> tuple[str, ...]:
+    """The key inside a Neptune API token (base64 of JSON with ``api_key``): servers echo it alone."""
+    try:
+        decoded = json.loads(base64.b64decode(token + "=" * (-len(token) % 4)))
+        key = decoded.get("api_key") if isinstance(decoded, dict) else None
+    except (ValueError, TypeError):
+        return ()
+    return (key,) if isinstance(key, str) and key else ()
+
+
 def derived_custom_run_id(plan: OpenPlan) -> str | None:
     """The ``custom_run_id`` of a remote run: ``{execution}-{node}[-{map index}]-{attempt}``.
 
@@ -123,18 +138,34 @@ def derived_custom_run_id(plan: OpenPlan) -> str | None:
 
 
 @contextmanager
-def _data_directory(path: Path) -> Iterator[None]:
-    """``NEPTUNE_DATA_DIRECTORY`` set to ``path`` for the duration, then restored exactly."""
-    with _DATA_DIRECTORY_LOCK:
-        previous = os.environ.get(DATA_DIRECTORY_ENV_VAR)
+def _data_directory(path: Path, wait: float) -> Iterator[None]:
+    """``NEPTUNE_DATA_DIRECTORY`` set to ``path`` for the duration of an open.
+
+    Neptune reads the variable while it opens a run, so opens in threads that want different folders
+    take turns, while opens into the same folder (the usual case) share the setting and never wait
+    for each other: an online open abandoned at its deadline (Neptune fetches its API spec with no
+    timeout) never holds up the offline retry. A turn is waited for at most ``wait`` seconds.
+    """
+    with _DATA_DIRECTORY_TURN:
+        _DATA_DIRECTORY_TURN.wait_for(lambda: _DATA_DIRECTORY_USERS.get("path", path) == path, timeout=wait)
+        if _DATA_DIRECTORY_USERS.get("count", 0) == 0:
+            _DATA_DIRECTORY_USERS["previous"] = os.environ.get(DATA_DIRECTORY_ENV_VAR)
+        _DATA_DIRECTORY_USERS["path"] = path
+        _DATA_DIRECTORY_USERS["count"] = _DATA_DIRECTORY_USERS.get("count", 0) + 1
         os.environ[DATA_DIRECTORY_ENV_VAR] = str(path)
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop(DATA_DIRECTORY_ENV_VAR, None)
-            else:
-                os.environ[DATA_DIRECTORY_ENV_VAR] = previous
+    try:
+        yield
+    finally:
+        with _DATA_DIRECTORY_TURN:
+            _DATA_DIRECTORY_USERS["count"] -= 1
+            if _DATA_DIRECTORY_USERS["count"] == 0:
+                previous = _DATA_DIRECTORY_USERS.pop("previous", None)
+                _DATA_DIRECTORY_USERS.pop("path", None)
+                if previous is None:
+                    os.environ.pop(DATA_DIRECTORY_ENV_VAR, None)
+                else:
+                    os.environ[DATA_DIRECTORY_ENV_VAR] = previous
+                _DATA_DIRECTORY_TURN.notify_all()
 
 
 class NeptuneSession(
@@ -181,8 +212,12 @@ class NeptuneSession(
         # An explicit name is a different run too: a nested `name="eval"` must not log into "train".
         return (self.project, self.host, kwargs.get("with_id"), kwargs.get("custom_run_id"), kwargs.get("name"))
 
-    def _ambient_credentials(self) -> bool:
-        return bool(os.environ.get(API_TOKEN_ENV_VAR))
+    def _known_secrets(self) -> tuple[str, ...]:
+        token = os.environ.get(API_TOKEN_ENV_VAR)
+        return (token,) if token else ()
+
+    def _secret_forms(self, key: str) -> tuple[str, ...]:
+        return (key, *_inner_api_key(key))
 
     def _open(self, plan: OpenPlan) -> Run:
         import neptune
@@ -200,7 +235,7 @@ class NeptuneSession(
                 kwargs["api_token"] = plan.api_key
         else:
             kwargs["mode"] = "offline"  # needs neither project nor token; the token stays out of reach
-        with _data_directory(plan.directory / NEPTUNE_DATA_FOLDER):
+        with _data_directory(plan.directory / NEPTUNE_DATA_FOLDER, wait=_TURN_WAIT):
             run = neptune.init_run(**kwargs)
         try:
             self._write_metadata(run, plan, custom_run_id)
@@ -249,9 +284,9 @@ class NeptuneSession(
     def _record_failure(self, run: Run, plan: OpenPlan, error: BaseException) -> None:
         error_type = type(error)
         lines = traceback.format_exception(error_type, error, error.__traceback__)
-        trace = redact("".join(lines), plan.api_key)
+        trace = redact("".join(lines), *plan.secrets)
         run["flyte/error/type"] = f"{error_type.__module__}.{error_type.__qualname__}"
-        run["flyte/error/message"] = redact(str(error), plan.api_key)[:_MESSAGE_LIMIT]
+        run["flyte/error/message"] = redact(exception_message(error), *plan.secrets)[:_MESSAGE_LIMIT]
         run["flyte/error/traceback"] = trace[-_TRACEBACK_LIMIT:]
         if self.init_run_kwargs.get("fail_on_exception", True):
             run["sys/failed"] = True

@@ -17,8 +17,10 @@ ranks, secrets, decks) is the session core's. What this module adds:
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import shlex
+import shutil
 import struct
 import threading
 import time
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._decorator import SessionDecorator
-from .._secrets import SecretSpec
+from .._secrets import SecretSpec, redact
 from .._session import OpenPlan, RunInfo, TrackingSession, warn
 from .._validate import check_str, check_str_list, check_url, shorten_id
 
@@ -181,19 +183,19 @@ class WandbSession(
         return (self.api_host, self.entity, self.project, self.id, self.init_kwargs.get("name"))
 
     def _ambient_credentials(self) -> bool:
-        if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-            return True
+        return bool(os.environ.get("WANDB_IDENTITY_TOKEN_FILE")) or bool(self._known_secrets())
+
+    def _known_secrets(self) -> tuple[str, ...]:
         user_settings = self.init_kwargs.get("settings")
-        if isinstance(user_settings, Mapping) and user_settings.get("api_key"):
-            return True
-        if getattr(user_settings, "api_key", None):
-            return True
+        in_settings = user_settings.get("api_key") if isinstance(user_settings, Mapping) else None
+        keys = [os.environ.get("WANDB_API_KEY"), in_settings or getattr(user_settings, "api_key", None)]
         try:
             from wandb.sdk.lib.wbauth import wbnetrc
 
-            return wbnetrc.read_netrc_auth(host=self.api_host) is not None
+            keys.append(wbnetrc.read_netrc_auth(host=self.api_host))
         except Exception:  # no readable netrc, or wandb moved it: no saved login we can see
-            return False
+            pass
+        return tuple(key for key in keys if isinstance(key, str) and key)
 
     def _open(self, plan: OpenPlan) -> Run:
         import wandb
@@ -242,6 +244,8 @@ class WandbSession(
             )
         if plan.mode == "online" and plan.api_key and not settings.api_key:
             settings.api_key = plan.api_key  # this run's settings only; offline runs never get the key
+        if plan.online_timeout is not None and not _set_by_user(user_settings, "init_timeout"):
+            settings.init_timeout = plan.online_timeout  # W&B gives up by itself as the core abandons it
 
         arguments: dict[str, Any] = {
             "project": self.project,
@@ -261,12 +265,26 @@ class WandbSession(
         # each puts back exactly what it found (offline opens never touch credentials).
         run: Run
         if plan.mode == "online":
-            with _ONLINE_OPEN:
+            _LOG_REDACTION.protect(plan.secrets)
+            runs_folder = root_dir / "wandb"
+            before = set(runs_folder.glob("run-*"))
+            # Bounded: an attempt abandoned at its deadline may hold the turn until W&B gives up.
+            if not _ONLINE_OPEN.acquire(timeout=plan.online_timeout or -1):
+                raise TimeoutError("another W&B run is still going online in this process")
+            try:
                 saved_auth = _session_auth()
                 try:
                     run = wandb.init(**arguments)
                 finally:
                     _restore_session_auth(saved_auth)
+            except BaseException:
+                # The failed attempt's folder records nothing of the block (it has not run), says it
+                # exited with 0, and holds what the server echoed (the key, Basic-auth encoded).
+                for folder in set(runs_folder.glob("run-*")) - before:
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
+            finally:
+                _ONLINE_OPEN.release()
         else:
             run = wandb.init(**arguments)
         if late_config:
@@ -307,6 +325,48 @@ class WandbSession(
             sync_command=_sync_command(sync_dir, handle.id, plan) if sync_dir else None,
             failed=error is not None,
         )
+
+
+class _RedactingFilter(logging.Filter):
+    """Takes every key a W&B session went online with out of the records W&B logs (its ``debug.log``
+    files): a failed online attempt logs what the server echoed, such as the Basic-auth form of the
+    key, into whichever run's log is open, the offline retry's included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+        self._installed = False
+
+    def protect(self, secrets: tuple[str, ...]) -> None:
+        """Redact ``secrets`` too, from now on (installed on W&B's logger the first time)."""
+        with self._lock:
+            self.secrets = tuple(dict.fromkeys((*self.secrets, *secrets)))
+            if not self._installed:
+                logging.getLogger("wandb").addFilter(self)
+                self._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        try:
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.msg, record.args, record.exc_info = redact(record.getMessage(), *self.secrets), None, None
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text, *self.secrets)
+        except Exception:  # a record we cannot format: W&B's own handling of it applies
+            pass
+        return True
+
+
+_LOG_REDACTION = _RedactingFilter()
+
+
+def _set_by_user(user_settings: Any, name: str) -> bool:
+    if isinstance(user_settings, Mapping):
+        return name in user_settings
+    return user_settings is not None and name in getattr(user_settings, "model_fields_set", ())
 
 
 def _sync_command(sync_dir: str, run_id: str, plan: OpenPlan) -> str:
