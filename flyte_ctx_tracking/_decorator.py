@@ -14,6 +14,7 @@ objects do, and decorating an ``async def`` gives an object flytekit and ``inspe
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable
@@ -24,11 +25,11 @@ from ._session import Session, refuse_generator_function
 
 __all__ = ["SessionDecorator"]
 
-_ClassDecorator: Any = _flyte.class_decorator_base()
 
+class SessionDecorator:
+    """The task decorator over a session (flytekit's ``ClassDecorator`` protocol).
 
-class SessionDecorator(_ClassDecorator):  # type: ignore[misc]
-    """Base of ``wandb_init``, ``comet_ml_login``, ``neptune_init_run``, ``memray_profiling``...
+    Base of ``wandb_init``, ``comet_ml_login``, ``neptune_init_run``, ``memray_profiling``...
 
     Usable as ``@x`` and ``@x(...)``, below ``@task`` or on plain (sync or async) functions. A
     subclass declares its session class (``class my_init(SessionDecorator, session=MySession)``)
@@ -37,6 +38,9 @@ class SessionDecorator(_ClassDecorator):  # type: ignore[misc]
     order of the flytekit plugin it replaces).
     """
 
+    LINK_TYPE_KEY: ClassVar[str] = "link_type"
+    """The key of flytekit's console-link config that names the kind of link."""
+    PORT_KEY: ClassVar[str] = "port"
     session_class: ClassVar[type[Session[Any]]]
     """The session every call of the decorated function runs in."""
     positional: ClassVar[tuple[str, ...] | None] = None
@@ -63,8 +67,12 @@ class SessionDecorator(_ClassDecorator):  # type: ignore[misc]
         refuse_generator_function(f"@{name}", task_function)
         kwargs = self._bind(args, kwargs)
         self.session = self._make_session(**kwargs)
-        super().__init__(task_function, **kwargs)
+        # flytekit's ClassDecorator protocol, without importing flytekit before a task needs it.
+        _flyte.recognise_task_decorator(SessionDecorator)
+        self.task_function: Callable[..., Any] | None = task_function
+        self.decorator_kwargs = kwargs
         if task_function is not None:
+            functools.wraps(task_function)(self)
             self.session = self.session._for_function(task_function)
             if inspect.iscoroutinefunction(task_function):
                 _look_like_a_coroutine_function(self, task_function)
@@ -103,9 +111,16 @@ class SessionDecorator(_ClassDecorator):  # type: ignore[misc]
             raise AttributeError(name)
         return getattr(session, name)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the decorated function in the session; used with arguments, decorate the function given."""
+        if self.task_function is not None:
+            return self.execute(*args, **kwargs)
+        return type(self)(args[0], **self.decorator_kwargs)
+
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         """Run the decorated function inside the session."""
         # The session's own decorator runs the call: sync or async, one lifecycle.
+        assert self.task_function is not None
         return self._session_for_call(args, kwargs)(self.task_function)(*args, **kwargs)
 
     def get_extra_config(self) -> dict[str, str]:

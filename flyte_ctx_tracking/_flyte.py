@@ -20,7 +20,6 @@ from typing import Any
 __all__ = [
     "TaskRun",
     "add_deck",
-    "class_decorator_base",
     "current_task",
     "deck_titles",
     "decks_enabled",
@@ -28,6 +27,7 @@ __all__ = [
     "is_flyte_task",
     "published_in_context",
     "read_flyte_secret",
+    "recognise_task_decorator",
 ]
 
 
@@ -41,7 +41,13 @@ class TaskRun:
 
 
 def current_task() -> TaskRun | None:
-    """The task flytekit is executing in this context, or ``None`` outside one."""
+    """The task flytekit is executing in this context, or ``None`` outside one.
+
+    Without flytekit loaded no task can run, and loading it here would install flytekit's
+    process-wide SIGINT handler (which turns Ctrl-C into ``exit(1)``) in the user's plain script.
+    """
+    if "flytekit.core.context_manager" not in sys.modules:
+        return None
     try:
         from flytekit.core.context_manager import FlyteContextManager
 
@@ -128,11 +134,15 @@ def is_flyte_task(value: object) -> bool:
     return isinstance(value, Task)
 
 
-def class_decorator_base() -> type:
-    """flytekit's ``ClassDecorator``: the base flytekit reads a task decorator's console-link config from."""
+def recognise_task_decorator(cls: type) -> None:
+    """Make flytekit take ``cls``'s instances for its ``ClassDecorator`` (whose console-link config it
+    reads when it serializes a task), once flytekit is loaded, without importing it before."""
+    if "flytekit.core.utils" not in sys.modules:
+        return  # not loaded yet: no task can be defined; the next decoration checks again
     from flytekit.core.utils import ClassDecorator
 
-    return ClassDecorator  # type: ignore[no-any-return]
+    if not issubclass(cls, ClassDecorator):
+        ClassDecorator.register(cls)
 
 
 # Where flytekit's debug log says our context was pushed from (a fixed origin: walking the stack costs).
@@ -149,6 +159,9 @@ def published_in_context(attribute: str, value: Any) -> Iterator[None]:
     first and restored on exit, so asyncio tasks sharing the stack's list never pop each other's
     contexts. Outside a task there is nothing to extend, and nothing is published.
     """
+    if "flytekit.core.context_manager" not in sys.modules:  # nobody can read flytekit's context
+        yield
+        return
     from flytekit.core import context_manager as fcm
 
     ctx = fcm.FlyteContextManager.current_context()

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, ClassVar, Generic, Literal, TypedDict, TypeVar, cast, get_args
 
-from . import _flyte, _registry
+from . import _flyte, _registry, _termination
 from ._context import ExecutionContext, execution_context
 from ._secrets import SecretSpec, describe_secret, redact, resolve_secret, scrub_exception_chain, validate_secret
 from ._types import RunInfo
@@ -281,7 +281,17 @@ class _OpenState:
     outcome: BaseException | None = None
     """The exception the opening block ended with, if it failed."""
     closed: bool = False
+    finished: bool = False
+    """Closing has begun (by the last user, or on termination): it happens exactly once."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def claim_finish(self) -> bool:
+        """True for the one caller that gets to close the handle."""
+        with self.lock:
+            if self.finished:
+                return False
+            self.finished = self.closed = True
+            return True
 
     def join(self) -> bool:
         """Count one more user; False when the handle was closed meanwhile (then open a new one)."""
@@ -941,8 +951,11 @@ class Session(Generic[HandleT]):
         if configured:
             try:
                 return _check_timeout(ONLINE_TIMEOUT_ENV_VAR, float(configured))
-            except ValueError as error:  # a typo in a process-wide variable must not fail every task
-                warn(f"{error}; using {DEFAULT_ONLINE_TIMEOUT:g} s")
+            except ValueError:  # a typo in a process-wide variable must not fail every task
+                warn(
+                    f"{ONLINE_TIMEOUT_ENV_VAR}={configured!r} is not a positive number of seconds; "
+                    f"{type(self).__name__} uses {DEFAULT_ONLINE_TIMEOUT:g} s"
+                )
         return DEFAULT_ONLINE_TIMEOUT
 
     def _open_within_deadline(self, plan: OpenPlan) -> HandleT:
@@ -983,9 +996,11 @@ class Session(Generic[HandleT]):
 
     def _publish(self, state: _OpenState) -> None:
         """Enter :meth:`_handle_scope` in the caller's context; a failure follows ``on_error`` (the handle
-        itself still works). Nothing after the handle opened may leave it open behind."""
+        itself still works). Nothing after the handle opened may leave it open behind. From here on, a
+        termination signal closes the handle as failed."""
         if state.handle is None or state.plan is None:
             return
+        _termination.track(id(state), functools.partial(self._close_now, state))
         token = _ORIGIN.set(state.origin)
         try:
             scope = self._handle_scope(state.handle, state.plan)
@@ -997,11 +1012,11 @@ class Session(Generic[HandleT]):
                 self._backend_failure(f"could not publish the {self.display_name} handle", error, state.plan.secrets)
             except BaseException:
                 with suppress(Exception):
-                    self._close(state.handle, state.plan, None)
+                    self._close_now(state, None)
                 raise
         except BaseException:
             with suppress(Exception):
-                self._close(state.handle, state.plan, None)
+                self._close_now(state, None)
             raise
         finally:
             _ORIGIN.reset(token)
@@ -1021,14 +1036,25 @@ class Session(Generic[HandleT]):
             _ORIGIN.reset(token)
 
     def _finish(self, state: _OpenState, error: BaseException | None) -> None:
-        """Close the handle, add its decks and judge the block (safe to run off the event loop)."""
-        if state.handle is None or state.plan is None:
+        """Close the handle, add its decks and judge the block (safe to run off the event loop), once."""
+        if state.handle is None or state.plan is None or not state.claim_finish():
             return
         token = _ORIGIN.set(state.origin)
         try:
             self._finish_handle(state.handle, state.plan, error)
         finally:
             _ORIGIN.reset(token)
+            _termination.forget(id(state))
+
+    def _close_now(self, state: _OpenState, error: BaseException | None) -> None:
+        """Close the handle at once, without deck or verdict: the process is being terminated (``error``
+        says so), or publishing the handle failed."""
+        if state.handle is None or state.plan is None or not state.claim_finish():
+            return
+        try:
+            self._close(state.handle, state.plan, error)
+        finally:
+            _termination.forget(id(state))
 
     def _finish_handle(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> None:
         try:

@@ -7,6 +7,7 @@ for real against it.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ class FakeSession(TrackingSession[FakeRun], kind="fake", display_name="Fake trac
         fail_open: int = 0,
         fail_close: bool = False,
         error_text: str = "backend exploded",
+        hang_online: threading.Event | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -47,6 +49,7 @@ class FakeSession(TrackingSession[FakeRun], kind="fake", display_name="Fake trac
         self.fail_open = fail_open  # how many opens fail before one succeeds
         self.fail_close = fail_close
         self._error_text = error_text
+        self._hang_online = hang_online  # an online open waits for it: a server that never answers
         self.opened: list[FakeRun] = []
 
     def _reuse_key(self) -> Hashable:
@@ -56,6 +59,8 @@ class FakeSession(TrackingSession[FakeRun], kind="fake", display_name="Fake trac
         if self.fail_open:
             self.fail_open -= 1
             raise ConnectionError(self._error_text)
+        if plan.mode == "online" and self._hang_online is not None:
+            self._hang_online.wait(timeout=60)
         run = FakeRun(next(_ids), plan.mode, plan.run_id, str(plan.directory), plan.api_key)
         self.opened.append(run)
         return run

@@ -34,6 +34,7 @@ from .._context import ExecutionContext
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, redact
 from .._session import OpenPlan, RunInfo, SessionUnavailable, TrackingSession, describe_exception
+from .._termination import Terminated
 from .._validate import check_str, check_str_list, check_url
 
 if TYPE_CHECKING:
@@ -371,7 +372,8 @@ class CometSession(
                 handle.log_other("flyte/status", "succeeded")
             else:
                 detail = redact(describe_exception(error), *plan.secrets)[:2000]
-                handle.log_others({"flyte/status": "failed", "flyte/error": detail})
+                status = "terminated" if isinstance(error, Terminated) else "failed"
+                handle.log_others({"flyte/status": status, "flyte/error": detail})
                 # What comet_ml's own excepthook does for an uncaught exception; flytekit catches the
                 # task's exception first, so without this Comet would show the experiment as finished.
                 report = getattr(handle, "_report_experiment_error", None)

@@ -36,6 +36,7 @@ __all__ = ["NeptuneSession", "_neptune_init_run_class", "neptune_init_run", "nep
 DEFAULT_HOST = "https://app.neptune.ai"
 API_TOKEN_ENV_VAR = "NEPTUNE_API_TOKEN"
 CUSTOM_RUN_ID_ENV_VAR = "NEPTUNE_CUSTOM_RUN_ID"
+RAISE_ON_DISK_ISSUE_ENV_VAR = "NEPTUNE_RAISE_ERROR_ON_DISK_USAGE_EXCEEDED"
 DATA_DIRECTORY_ENV_VAR = "NEPTUNE_DATA_DIRECTORY"
 NEPTUNE_DATA_FOLDER = ".neptune"  # `neptune sync --path P` looks for P/.neptune
 FLYTEKIT_ATTR = "NEPTUNE_RUN"  # read back as `flytekit.current_context().neptune_run`
@@ -220,6 +221,9 @@ class NeptuneSession(
         return (key, *_inner_api_key(key))
 
     def _open(self, plan: OpenPlan) -> Run:
+        # A full disk must not raise OSError in the user's `run["x"] = 1`: Neptune then warns that it
+        # cannot save instead. Neptune reads the switch when it is imported; a user's own value wins.
+        os.environ.setdefault(RAISE_ON_DISK_ISSUE_ENV_VAR, "False")
         import neptune
 
         kwargs: dict[str, Any] = dict(self.init_run_kwargs)

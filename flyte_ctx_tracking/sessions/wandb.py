@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 import shlex
 import shutil
 import struct
@@ -52,6 +53,8 @@ _MAX_TAG = 64
 # Pod names can be long; the run id also names the offline folder, so keep it short.
 _MAX_RUN_ID = 64
 _OFFLINE_SUFFIX = "-offline"
+# W&B names the run's folder `offline-run-<date>_<time>-<id>`: a file name has at most 255 bytes.
+_MAX_USER_RUN_ID_BYTES = 200
 # Arguments this module sets itself; the user's values are merged in, not passed twice.
 _MERGED = ("config", "tags", "notes", "group", "settings", "reinit", "mode", "dir", "id", "project", "entity")
 
@@ -65,12 +68,26 @@ def _check_run_id(owner: str, run_id: object) -> None:
         raise ValueError(
             f"{owner}: id={run_id!r} is not a valid W&B run id; it must be non-empty, without surrounding spaces"
         )
-    bad = sorted({char for char in run_id if char in _RUN_ID_RESERVED})
+    bad = sorted({char for char in run_id if char in _RUN_ID_RESERVED or not char.isprintable()})
     if bad:
         raise ValueError(
             f"{owner}: id={run_id!r} is not a valid W&B run id: it contains {''.join(bad)!r}; "
-            f"W&B run ids may use any characters except {_RUN_ID_RESERVED!r}"
+            f"W&B run ids may use any printable characters except {_RUN_ID_RESERVED!r}"
         )
+    if len(run_id.encode()) > _MAX_USER_RUN_ID_BYTES:
+        raise ValueError(
+            f"{owner}: id={run_id[:40]!r}... is {len(run_id.encode())} bytes long; W&B names the run's folder "
+            f"after it, so it may be at most {_MAX_USER_RUN_ID_BYTES} bytes (UTF-8)"
+        )
+
+
+def _derived_run_id(identity: str | None) -> str | None:
+    """The run id of a remote run: the pod name (as flytekitplugins-wandb, for console links), with
+    anything W&B would reject (garbage in the execution id) made a dash, and bounded in length."""
+    if not identity:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", identity).strip("-.")
+    return shorten_id(safe, _MAX_RUN_ID) if safe else None
 
 
 def _check_project(owner: str, project: object) -> None:
@@ -104,7 +121,8 @@ def _exit_code(error: BaseException | None) -> int:
         return 0
     if isinstance(error, SystemExit) and isinstance(error.code, int):
         return error.code or 1  # the block failed: never report success for an exception
-    return 1
+    code = getattr(error, "exit_code", None)  # a terminated process: 128 + the signal, as Kubernetes says
+    return code if isinstance(code, int) and code > 0 else 1
 
 
 class WandbSession(
@@ -206,7 +224,7 @@ class WandbSession(
         run_id = self.id
         if run_id is not None and self.all_ranks and context.is_distributed:
             run_id = f"{run_id}-rank{context.rank}"  # the user's id, still distinct by rank
-        run_id = run_id or (shorten_id(plan.run_id, _MAX_RUN_ID) if plan.run_id else None)
+        run_id = run_id or _derived_run_id(plan.run_id)
         if run_id and plan.after_online_failure:
             # wandb-core keeps a failed online attempt's id reserved in this process: the offline
             # run takes another, and its sync command uploads it under the intended one.

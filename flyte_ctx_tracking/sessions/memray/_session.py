@@ -49,6 +49,8 @@ MAX_DECKS_PER_TASK = 10
 """memray decks one task shows at most, whatever the section names."""
 DEFAULT_MAX_REPORT_BYTES = 20_000_000
 """A report larger than this degrades (temporal flame graph -> flame graph -> table -> summary)."""
+MAX_MEMORY_INTERVAL_MS = 3_600_000
+"""The longest interval between memory samples a session accepts (memray's C++ side takes an int)."""
 TOP_SITES = 10
 """How many allocation sites a handle keeps."""
 
@@ -237,6 +239,11 @@ class memray_profile(Session[MemrayCapture], kind="memray", display_name="memray
         self.deck = check_bool(owner, "deck", deck)
         self.log_to_trackers = check_bool(owner, "log_to_trackers", log_to_trackers)
         self.memory_interval_ms = check_positive_int(owner, "memory_interval_ms", memory_interval_ms)
+        if memory_interval_ms > MAX_MEMORY_INTERVAL_MS:
+            raise ValueError(
+                f"{owner}: memory_interval_ms={memory_interval_ms!r} is not accepted; memray samples the resident "
+                f"set size every 1 to {MAX_MEMORY_INTERVAL_MS} ms (an hour)"
+            )
         self.max_report_bytes = check_positive_int(owner, "max_report_bytes", max_report_bytes)
         if memray_html_reporter not in HTML_REPORTERS:
             raise ValueError(
