@@ -167,3 +167,33 @@ with neptune_session(project="ml/full", mode="offline") as run:
     )
     assert "BLOCK DONE" in done.stdout, done.stderr[-3000:]
     assert done.returncode == 0 and "will not save your data" in done.stdout + done.stderr
+
+
+def test_a_dead_wandb_helper_process_does_not_disable_wandb_for_the_rest_of_the_process(tmp_path: Path) -> None:
+    code = """
+import os, signal, subprocess, time
+from flyte_ctx_tracking import wandb_session
+with wandb_session(project="dead", mode="offline") as run:
+    run.log({"x": 1})
+for child in subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True).stdout.split():
+    os.kill(int(child), signal.SIGKILL)  # wandb-core, as the OOM killer would
+time.sleep(0.5)
+with wandb_session(project="dead", mode="offline") as run:
+    print("SECOND", type(run).__name__, flush=True)
+    run.log({"x": 2})
+"""
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180, check=False
+    )
+    assert "SECOND Run" in done.stdout, done.stdout + done.stderr[-3000:]
+
+
+def test_wandb_keeps_its_own_logs_under_the_data_directory(tmp_path: Path) -> None:
+    home, data = tmp_path / "home", tmp_path / "data"
+    env = {**os.environ, "HOME": str(home), "FLYTE_CTX_TRACKING_DIR": str(data), "WANDB_SILENT": "true"}
+    env.pop("WANDB_CACHE_DIR", None)
+    code = "from flyte_ctx_tracking import wandb_session\nwith wandb_session(mode='offline') as run:\n    run.log({'x': 1})\n"
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, timeout=180, check=True, capture_output=True)
+    assert not (home / ".cache" / "wandb").exists()
+    assert list((data / "wandb" / "cache").rglob("core-debug-*.log"))

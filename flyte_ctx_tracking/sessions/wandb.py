@@ -16,6 +16,7 @@ ranks, secrets, decks) is the session core's. What this module adds:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -251,6 +252,8 @@ class WandbSession(
 
         # Default data directory: the core's `<root>/wandb`; W&B appends `wandb/` to `dir` itself.
         root_dir = plan.directory if self.directory is not None else plan.directory.parent
+        # wandb-core writes its own logs under ~/.cache/wandb: keep them with the data (a user's choice wins).
+        os.environ.setdefault("WANDB_CACHE_DIR", str(plan.directory / "cache"))
 
         settings = wandb.Settings(base_url=self.api_host)
         if self.host.rstrip("/") != DEFAULT_HOST:
@@ -292,7 +295,7 @@ class WandbSession(
             try:
                 saved_auth = _session_auth()
                 try:
-                    run = wandb.init(**arguments)
+                    run = _init(arguments)
                 finally:
                     _restore_session_auth(saved_auth)
             except BaseException:
@@ -304,7 +307,7 @@ class WandbSession(
             finally:
                 _ONLINE_OPEN.release()
         else:
-            run = wandb.init(**arguments)
+            run = _init(arguments)
         if late_config:
             run.config.update(late_config, allow_val_change=True)
         _make_global_if_free(run)
@@ -379,6 +382,25 @@ class _RedactingFilter(logging.Filter):
 
 
 _LOG_REDACTION = _RedactingFilter()
+
+
+# What W&B raises when its helper process (wandb-core) is gone: every later init in the process
+# would fail the same way until the connection to it is dropped.
+_DEAD_SERVICE_ERRORS = ("MailboxClosedError", "ConnectionResetError", "BrokenPipeError", "ConnectionRefusedError")
+
+
+def _init(arguments: dict[str, Any]) -> Run:
+    """``wandb.init``, restarting W&B's helper process once when it died (OOM killer, a crash)."""
+    import wandb
+
+    try:
+        return wandb.init(**arguments)
+    except Exception as error:
+        if type(error).__name__ not in _DEAD_SERVICE_ERRORS:
+            raise
+    with contextlib.suppress(Exception):
+        wandb.teardown()  # forget the dead process; the next init starts a new one
+    return wandb.init(**arguments)
 
 
 def _set_by_user(user_settings: Any, name: str) -> bool:
