@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._compat import import_whylogs
+from ._compat import import_whylogs, prepare_whylogs
 
 why = import_whylogs()  # the numpy-2 step runs before whylogs is imported
 
@@ -47,6 +47,7 @@ _TYPES = ("integral", "fractional", "boolean", "string", "object", "tensor")
 
 def profile_dataframe(frame: Any) -> DatasetProfileView:
     """Profile a whole DataFrame (what ``why.log(frame).view()`` gives)."""
+    prepare_whylogs()
     profile = DatasetProfile()
     profile.track(pandas=frame)
     return profile.view()
@@ -175,7 +176,8 @@ def evaluate_constraints(
                 "Constraints (ConstraintsBuilder(view).add_constraint(...).build())"
             )
     else:
-        builder = ConstraintsBuilder(dataset_profile_view=view, reference_profile_view=reference)
+        built = Constraints(dataset_profile_view=view)
+        builder = ConstraintsBuilder(dataset_profile_view=view, constraints=built, reference_profile_view=reference)
         for constraint in spec:
             column = _missing_column(constraint, view)
             if column is not None:
@@ -183,7 +185,11 @@ def evaluate_constraints(
                 missing.append(ConstraintResult(name=str(constraint.name), passed=False, detail=detail))
                 continue
             builder.add_constraint(constraint)
-        constraints = builder.build()
+        # Not builder.build(): it deep-copies the views too, and whylogs copies a view by serializing
+        # it through a temporary file, so on a full or read-only disk the data could not be judged.
+        # The constraints are copied (their conditions keep state while evaluated); the views shared.
+        shared: dict[int, Any] = {id(v): v for v in (view, reference) if v is not None}
+        constraints = copy.deepcopy(built, shared)
     report = constraints.generate_constraints_report(with_summary=True)
     results = [
         ConstraintResult(name=str(r.name), passed=bool(r.passed) and not r.failed, detail=_detail(r.summary))

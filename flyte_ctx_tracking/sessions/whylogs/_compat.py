@@ -13,14 +13,25 @@ numpy 1 ``np.unicode_`` *was* ``np.str_`` (the same object), so whylogs sees exa
 written for, and no other numpy behaviour changes. It runs before whylogs is first imported: this
 library imports whylogs only through :func:`import_whylogs`, and its ``flytekit.plugins`` entry point
 applies it when anything else in a flytekit process imports whylogs.
+
+whylogs' sketches (the ``whylogs_sketching`` extension: KLL, HLL, frequent items) are built with a
+pybind11 that initialises its numpy support lazily, on the first call that passes a numpy array,
+in a C++ function-local static: ``npy_api::get()`` runs ``import numpy.core.multiarray`` once,
+under the C++ runtime's one-time-initialisation guard, which knows nothing of the GIL. On numpy 2
+that import is a real import of a compatibility module, during which the GIL is released; a second
+thread then enters a sketch with the GIL held, waits on the guard, and the first thread waits for
+the GIL: the process hangs. :func:`prepare_whylogs` runs that first use once per process, under a
+lock, before any profile tracks data, so first uses from many threads at once cannot deadlock.
 """
 
 from __future__ import annotations
 
 import importlib
+import threading
+from contextlib import suppress
 from types import ModuleType
 
-__all__ = ["REMOVED_ALIASES", "ensure_numpy2_compat", "import_whylogs"]
+__all__ = ["REMOVED_ALIASES", "ensure_numpy2_compat", "import_whylogs", "prepare_whylogs"]
 
 REMOVED_ALIASES: dict[str, str] = {"unicode_": "str_"}
 """numpy names whylogs still uses that numpy 2 removed -> the numpy name they always aliased."""
@@ -42,3 +53,42 @@ def import_whylogs() -> ModuleType:
     """Import whylogs after the numpy-2 step; the one way this library imports it."""
     ensure_numpy2_compat()
     return importlib.import_module("whylogs")
+
+
+_prepared = False
+_prepare_lock = threading.Lock()
+
+
+def prepare_whylogs() -> ModuleType:
+    """Import whylogs and, once per process, run its native one-time initialisation under a lock.
+
+    Call it before a profile first tracks data (never during an import: it profiles a few rows).
+    Concurrent callers wait for the first one; later calls only check a flag. It needs no disk
+    (a read-only pod must still judge its data), and a failure is left for the real call to report.
+    """
+    global _prepared
+    whylogs = import_whylogs()
+    if not _prepared:
+        with _prepare_lock:
+            if not _prepared:
+                with suppress(Exception):
+                    _first_use()
+                _prepared = True
+    return whylogs
+
+
+def _first_use() -> None:
+    """Go once through what this library asks of whylogs' native code in memory: tracking a dict
+    row and a DataFrame of each value type (the first numpy array handed to a sketch initialises
+    pybind11's numpy support), then reading the sketches back (quantiles, cardinality, frequent items)."""
+    from whylogs.core import DatasetProfile
+
+    row = {"integral": 1, "fractional": 0.5, "string": "a", "boolean": True, "null": None}
+    profile = DatasetProfile()
+    profile.track(row=row)
+    try:
+        import pandas
+    except ImportError:  # whylogs profiles dict rows without pandas
+        return
+    profile.track(pandas=pandas.DataFrame({name: [value, value] for name, value in row.items()}))
+    profile.view().to_pandas()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._session import DEFAULT_NAME, _is_dataframe, _is_profile_view
+from ._session import DEFAULT_NAME, _check_columns, _is_dataframe, _is_profile_view
 
 if TYPE_CHECKING:
     from whylogs.core.constraints import Constraints
@@ -49,6 +49,8 @@ class WhylogsSummaryDriftRenderer:
                     f"WhylogsSummaryDriftRenderer.to_html: {label} must be a pandas DataFrame or a whylogs "
                     f"DatasetProfileView; got {type(value).__name__}"
                 )
+            if _is_dataframe(value):
+                _check_columns(f"WhylogsSummaryDriftRenderer.to_html: {label}", value)
         from ...decks.whylogs import drift_html
         from . import _analysis as report
 

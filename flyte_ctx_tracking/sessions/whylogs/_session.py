@@ -14,10 +14,12 @@ whylogs is imported only when a profile opens, and always after the numpy-2 step
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,6 +36,8 @@ __all__ = ["ConstraintsFailedError", "WhylogsProfile", "WhylogsProfileSession", 
 DEFAULT_NAME = "profile"
 _ACCEPTED_DATA = "a pandas DataFrame or a dict row (column name -> value)"
 _ACCEPTED_REFERENCE = "a pandas DataFrame, a whylogs DatasetProfileView, or None"
+_ACCEPTED_COLUMNS = "column names that are strings, unique, in one level (no MultiIndex)"
+_SHOWN_COLUMNS = 5
 _ACCEPTED_CONSTRAINTS = (
     "a callable taking the DatasetProfileView and returning whylogs Constraints, a list of whylogs "
     "constraints (MetricConstraint, DatasetConstraint, e.g. from whylogs.core.constraints.factories), "
@@ -71,6 +75,60 @@ class ConstraintsFailedError(Exception):
 def _is_dataframe(value: object) -> bool:
     pandas = sys.modules.get("pandas")  # a DataFrame exists only if pandas was imported
     return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+def _describe_columns(names: Iterable[object]) -> str:
+    """``0 (int), None (NoneType)``: the first few names, with their types, and how many more."""
+    names = list(names)
+    shown = ", ".join(f"{name!r} ({type(name).__name__})" for name in names[:_SHOWN_COLUMNS])
+    more = len(names) - _SHOWN_COLUMNS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _check_columns(owner: str, data: Any) -> None:
+    """Refuse a DataFrame or dict row whose column names whylogs would lose.
+
+    whylogs accepts any hashable name when it tracks, then cannot serialize the profile (``TypeError``
+    for an int, float, None, bool, tuple or Timestamp name; a mix of name types even breaks
+    ``track`` with ``KeyError: nan``), and bytes names come back as str; it silently merges
+    duplicate names into one column. So every name must be a ``str`` (``numpy.str_`` is one), the
+    names unique and the columns flat.
+
+    Raises:
+        TypeError: MultiIndex columns, or a name that is not a str.
+        ValueError: duplicate names.
+    """
+    if isinstance(data, Mapping):
+        bad = [key for key in data if not isinstance(key, str)]
+        if bad:
+            raise TypeError(
+                f"{owner}: a dict row's keys are its column names and must be strings; got "
+                f"{_describe_columns(bad)}. whylogs profiles {_ACCEPTED_COLUMNS}"
+            )
+        return
+    columns = data.columns
+    if columns.nlevels > 1:
+        raise TypeError(
+            f"{owner}: the DataFrame has MultiIndex columns ({_describe_columns(columns)}); whylogs "
+            f"profiles {_ACCEPTED_COLUMNS}: flatten them first, e.g. "
+            "frame.columns = ['/'.join(map(str, c)) for c in frame.columns]"
+        )
+    bad = [name for name in columns if not isinstance(name, str)]
+    if bad:
+        raise TypeError(
+            f"{owner}: column names must be strings; the DataFrame has {_describe_columns(bad)}. whylogs "
+            f"profiles {_ACCEPTED_COLUMNS} (it cannot save a profile with other names): rename them "
+            "first, e.g. frame.rename(columns=str)"
+        )
+    if columns.has_duplicates:
+        repeated = list(dict.fromkeys(columns[columns.duplicated()]))
+        raise ValueError(
+            f"{owner}: column names must be unique; the DataFrame repeats "
+            f"{', '.join(repr(name) for name in repeated[:_SHOWN_COLUMNS])}"
+            f"{f' and {len(repeated) - _SHOWN_COLUMNS} more' if len(repeated) > _SHOWN_COLUMNS else ''} "
+            f"(whylogs would merge them into one column). whylogs profiles {_ACCEPTED_COLUMNS}: rename or "
+            "drop the duplicates first"
+        )
 
 
 def _is_profile_view(value: object) -> bool:
@@ -141,16 +199,23 @@ class WhylogsProfile:
     def log(self, data: Any) -> None:
         """Fold ``data`` into the profile: a pandas DataFrame (a chunk) or a dict row.
 
+        Column names must be strings, unique, and in one level (no MultiIndex): whylogs would accept
+        other names, then fail to save the profile (or silently merge duplicates). Such data is
+        refused whole, before anything is tracked: what was logged before stays in the profile.
+
         Raises:
-            TypeError: ``data`` is anything else.
+            TypeError: ``data`` is anything else, has MultiIndex columns or a column name that is not a str.
+            ValueError: ``data`` repeats a column name.
             RuntimeError: the block already ended.
         """
         if _is_dataframe(data):
             rows, kwargs = len(data), {"pandas": data}
         elif isinstance(data, Mapping):
-            rows, kwargs = 1, {"row": dict(data)}
+            data = dict(data)
+            rows, kwargs = 1, {"row": data}
         else:
             raise TypeError(f"WhylogsProfile.log accepts {_ACCEPTED_DATA}; got {type(data).__name__}")
+        _check_columns("WhylogsProfile.log", data)
         if not self.active:
             return
         with self._lock:  # checked under the lock: the block's exit freezes the profile concurrently
@@ -191,7 +256,10 @@ class WhylogsProfileSession(
     follows the chunk) and ``prof.view()`` for the ``DatasetProfileView`` (a task may return it: it is
     a Flyte type). Inside, ``current_run("whylogs")`` returns the handle. When the block ends, also
     when it raised (the exception then propagates unchanged), the profile is saved under
-    ``$FLYTE_CTX_TRACKING_DIR/whylogs/`` and summarized in decks.
+    ``$FLYTE_CTX_TRACKING_DIR/whylogs/`` and summarized in decks. When it cannot be saved (a
+    read-only working directory, a full disk) a warning says so and :attr:`WhylogsProfile.path` stays
+    None; the profile is still summarized and its constraints judged. Column names must be strings,
+    unique and flat: ``prof.log`` refuses other data whole, before tracking any of it.
 
     Args:
         name: the profile's name in decks, files and tracker metrics. Default: the decorated
@@ -215,11 +283,14 @@ class WhylogsProfileSession(
         directory: where profiles are saved; default ``$FLYTE_CTX_TRACKING_DIR/whylogs``.
 
     Raises:
-        TypeError: a name, reference, constraint or flag of the wrong type.
-        ValueError: ``fail_on_constraints=True`` without constraints, an unknown ``mode`` or ``on_error``.
+        TypeError: a name, reference, constraint or flag of the wrong type; a reference DataFrame
+            with a column name that is not a str (or MultiIndex columns).
+        ValueError: ``fail_on_constraints=True`` without constraints, an unknown ``mode`` or
+            ``on_error``; a reference DataFrame repeating a column name.
     """
 
     named_after_function: ClassVar[bool] = True
+    works_without_directory: ClassVar[bool] = True
 
     name: str | None
     reference: Any
@@ -245,6 +316,8 @@ class WhylogsProfileSession(
         check_str(owner, "name", name, non_empty=True)
         if reference is not None and not (_is_dataframe(reference) or _is_profile_view(reference)):
             raise TypeError(f"{owner}: reference must be {_ACCEPTED_REFERENCE}; got {type(reference).__name__}")
+        if _is_dataframe(reference):
+            _check_columns(f"{owner}: reference", reference)
         if isinstance(constraints, (list, tuple)):
             bad = [c for c in constraints if not _is_constraint(c)]
             if bad:
@@ -288,9 +361,12 @@ class WhylogsProfileSession(
         return WhylogsProfile(self._name_for(None), active=False)
 
     def _open(self, plan: OpenPlan) -> WhylogsProfile:
-        from . import _transformer  # noqa: F401  (registers DatasetProfileView with flytekit)
+        if "flytekit" in sys.modules:  # a task may return the view: register the type (flytekit's entry
+            from . import _transformer  # noqa: F401  point does it when flytekit is imported later)
         from ._analysis import DatasetProfile
+        from ._compat import prepare_whylogs
 
+        prepare_whylogs()  # once per process, under a lock: many threads' first profiles cannot deadlock
         handle = WhylogsProfile(self._name_for(plan))
         handle._profile = DatasetProfile()
         return handle
@@ -314,7 +390,16 @@ class WhylogsProfileSession(
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
             run = f".{file_stem(plan.run_id, DEFAULT_NAME)}" if plan.run_id else ""
             path = plan.directory / f"{file_stem(handle.name, DEFAULT_NAME)}{run}.{stamp}.bin"
-            path.write_bytes(view.serialize())
+            data = view.serialize()
+            # Written aside, then renamed: a failed write (a full disk) leaves no truncated profile.
+            partial = path.with_name(f".{path.name}.partial")
+            try:
+                partial.write_bytes(data)
+                os.replace(partial, path)
+            except BaseException:
+                with suppress(OSError):
+                    partial.unlink(missing_ok=True)
+                raise
             handle.path = path
 
         def drift() -> None:
