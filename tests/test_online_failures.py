@@ -81,6 +81,8 @@ def test_a_server_that_fails_never_holds_the_block_and_the_data_is_kept_offline(
     assert len(ours) == 1, ours
     assert "runs offline" in ours[0]["message"] and ours[0]["filename"] == str(SCENARIO)
     assert _logged_loss(backend, _isolated_tracking) == [0.25]
+    if backend == "wandb":  # the failed online attempt leaves no run folder claiming exit code 0
+        assert not list(_isolated_tracking.rglob("run-*/"))
     _assert_no_key_anywhere(tmp_path, output, json.dumps(result))
 
 
