@@ -838,7 +838,39 @@ class Session(Generic[HandleT]):
         # The variable switches a whole process, but never turns on a session its code disabled.
         if override and self.mode != "disabled":
             return override
+        if self.mode == "auto":  # the backend's own variable (WANDB_MODE...) decides what code left open
+            backend = self._safe_backend_setting(self._backend_mode)
+            return backend if backend in ("online", "offline", "disabled") else "auto"
         return self.mode
+
+    def _backend_mode(self) -> str | None:
+        """The mode the backend's own environment asks for (``WANDB_MODE=offline`` -> ``"offline"``):
+        one of ``"online"``, ``"offline"``, ``"disabled"``, or None. Applies to sessions left at
+        ``mode="auto"``, when ``FLYTE_CTX_TRACKING_MODE`` is not set."""
+        return None
+
+    def _backend_directory(self) -> str | None:
+        """Where the backend's own environment puts its local data (``WANDB_DIR``...), or None. Used
+        when the session has no ``directory=`` and ``FLYTE_CTX_TRACKING_DIR`` is not set."""
+        return None
+
+    def _safe_backend_setting(self, read: Callable[[], str | None]) -> str | None:
+        try:
+            value = read()
+        except Exception:  # an unreadable backend config is no setting
+            return None
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    def _default_directory(self) -> Path:
+        """``directory=``, else ``$FLYTE_CTX_TRACKING_DIR/<kind>``, else the backend's own variable,
+        else ``./.flyte-ctx-tracking/<kind>``."""
+        if self.directory is not None:
+            return self.directory
+        if not os.environ.get(TRACKING_DIR_ENV_VAR):
+            backend = self._safe_backend_setting(self._backend_directory)
+            if backend is not None:
+                return Path(backend)
+        return tracking_root() / self.kind
 
     def _require_backend(self) -> None:
         if importlib.util.find_spec(self.backend_module) is None:
@@ -850,7 +882,7 @@ class Session(Generic[HandleT]):
             )
 
     def _data_directory(self) -> Path:
-        directory = self.directory if self.directory is not None else tracking_root() / self.kind
+        directory = self._default_directory()
         directory.mkdir(parents=True, exist_ok=True)
         return directory.absolute()
 
@@ -885,7 +917,7 @@ class Session(Generic[HandleT]):
                 return _OpenState(self._inactive_handle(), None, origin)
             # A data gate must still judge the data: only the saving degrades.
             self._backend_failure("could not create its data directory; nothing will be saved", error)
-            directory = (self.directory if self.directory is not None else tracking_root() / self.kind).absolute()
+            directory = self._default_directory().absolute()
         api_key: str | None = None
         fallback: str | None = None
         if self.tracks_runs:
