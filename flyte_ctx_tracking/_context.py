@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ._flyte import current_task
+from ._flyte import current_task, local_map_index
 
 __all__ = ["ExecutionContext", "execution_context"]
 
@@ -241,6 +241,8 @@ def execution_context(environ: Mapping[str, str] | None = None) -> ExecutionCont
         raw_index = _int(env.get(index_var), None)
         if raw_index is not None:
             map_index = raw_index + (_int(env.get("BATCH_JOB_ARRAY_INDEX_OFFSET"), 0) or 0)
+    elif task is not None and not is_remote:  # a local map task's element: flytekit's loop knows it
+        map_index = local_map_index()
 
     world_size = _int(env.get("WORLD_SIZE"), 1) or 1
     rank = _int(env.get("RANK"), 0) or 0

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from . import _flyte
-from ._session import Session, refuse_generator_function
+from ._session import Session, refuse_flyte_task, refuse_generator_function
 
 __all__ = ["SessionDecorator"]
 
@@ -59,11 +59,7 @@ class SessionDecorator:
             # as in flytekit plugins whose decorator is a function: @neptune_init_run("ws/project").
             args, task_function = (task_function, *args), None
         name = type(self).__name__
-        if _flyte.is_flyte_task(task_function):
-            raise TypeError(
-                f"@{name} was applied to a Flyte task object; put it below @task instead:\n"
-                f"    @task\n    @{name}(...)\n    def my_task(...): ..."
-            )
+        refuse_flyte_task(name, task_function)
         refuse_generator_function(f"@{name}", task_function)
         kwargs = self._bind(args, kwargs)
         self.session = self._make_session(**kwargs)

@@ -25,9 +25,11 @@ __all__ = [
     "decks_enabled",
     "is_flyte_secret",
     "is_flyte_task",
+    "local_map_index",
     "published_in_context",
     "read_flyte_secret",
     "recognise_task_decorator",
+    "task_scope",
 ]
 
 
@@ -58,6 +60,45 @@ def current_task() -> TaskRun | None:
         return TaskRun(is_remote=not state.is_local_execution(), params=ctx.user_space_params)
     except Exception:  # flytekit internals changed: behave as outside a task
         return None
+
+
+_SCOPE_ATTRIBUTE = "FLYTE_CTX_TRACKING_SCOPE"
+
+
+def task_scope() -> int | None:
+    """What tells one task execution from another in this process (``None`` outside any task).
+
+    A local workflow runs its tasks in one process, a child task inside its parent's call; in a
+    cluster they are separate pods. Sessions are visible only within the task execution (scope)
+    that opened them, so local runs behave as remote ones.
+    """
+    task = current_task()
+    if task is None:
+        return None
+    try:  # a context this module pushed (publishing a handle) keeps the task's scope
+        scope = getattr(task.params, _SCOPE_ATTRIBUTE.lower())
+    except Exception:  # flytekit raises for an attribute it does not have
+        return id(task.params)
+    return scope if isinstance(scope, int) else id(task.params)
+
+
+def local_map_index() -> int | None:
+    """The index of the map-task element running in this local execution, else ``None``.
+
+    flytekit runs a local map task's elements one after the other in the map task's own context and
+    says nothing of the index there; its loop over the elements is the one place that knows it.
+    """
+    if "flytekit.core.array_node_map_task" not in sys.modules:
+        return None
+    from flytekit.core.array_node_map_task import ArrayNodeMapTask
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_raw_execute" and isinstance(frame.f_locals.get("self"), ArrayNodeMapTask):
+            index = frame.f_locals.get("i")
+            return index if isinstance(index, int) else None
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
 
 
 def decks_enabled() -> bool:
@@ -169,8 +210,9 @@ def published_in_context(attribute: str, value: Any) -> Iterator[None]:
     if state is None or params is None:
         yield
         return
+    scope = task_scope()
     builder = params.builder()
-    builder.attrs = {**builder.attrs, attribute: value}
+    builder.attrs = {**builder.attrs, attribute: value, _SCOPE_ATTRIBUTE: scope}
     pushed = ctx.with_execution_state(state.with_params(user_space_params=builder.build())).build()
     token = fcm.flyte_context_Var.set(list(fcm.flyte_context_Var.get()))
     fcm.FlyteContextManager.push_context(pushed, _PUSHED_FROM)

@@ -26,6 +26,7 @@ import copy
 import functools
 import importlib.util
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -207,6 +208,10 @@ class _Origin:
 
 # Frames of these modules are never the user's line (``contextlib`` runs ``ExitStack`` blocks).
 _MACHINERY = ("flyte_ctx_tracking", "contextlib", "asyncio", "concurrent.futures", "threading")
+_LOG = logging.getLogger("flyte_ctx_tracking")
+# How many runs of each backend went offline for want of a key in this process (said once, then counted).
+_OFFLINE_NOTICES: dict[str, int] = {}
+_OFFLINE_NOTICES_LOCK = threading.Lock()
 # The origin of the session whose backend code is running in this context (set around each hook).
 _ORIGIN: ContextVar[_Origin | None] = ContextVar("flyte_ctx_tracking_origin", default=None)
 
@@ -324,7 +329,12 @@ class _Frame:
     owner: bool
     caller: int
     """``id`` of the Python frame that entered: the same frame exits (``with`` and ``async with``)."""
+    scope: int | None = None
+    """The task execution that entered (:func:`_flyte.task_scope`): only it sees the session."""
     exited: bool = False
+
+    def visible_in(self, scope: int | None) -> bool:
+        return self.scope == scope and not self.exited and not self.state.closed
 
 
 # The active sessions of this thread or asyncio task, innermost last. A tuple, never mutated in
@@ -374,6 +384,16 @@ def _check_timeout(name: str, value: object) -> float:
     return float(value)
 
 
+def refuse_flyte_task(owner: str, func: object) -> None:
+    """Raise ``TypeError`` for a Flyte task object: decorating it would hide the task from flytekit
+    (a workflow would call a plain function, and the session would open when the workflow compiles)."""
+    if _flyte.is_flyte_task(func):
+        raise TypeError(
+            f"@{owner} was applied to a Flyte task object; put it below @task instead:\n"
+            f"    @task\n    @{owner}(...)\n    def my_task(...): ..."
+        )
+
+
 def _check_kind(kind: str) -> None:
     if _registry.find(kind) is None:
         check_choice("current_run", "kind", kind, _registry.kinds())
@@ -388,8 +408,10 @@ def current_run(kind: str | None = None) -> Any:
     """
     if kind is not None:
         _check_kind(kind)
-    for frame in reversed(_ACTIVE.get()):
-        if (kind is None or frame.session.kind == kind) and not frame.exited and not frame.state.closed:
+    frames = _ACTIVE.get()
+    scope = _flyte.task_scope() if frames else None
+    for frame in reversed(frames):
+        if (kind is None or frame.session.kind == kind) and frame.visible_in(scope):
             return frame.state.handle
     return None
 
@@ -401,10 +423,12 @@ def log_to_active_trackers(metrics: Mapping[str, float | int]) -> list[str]:
     that fails to log gets a warning; the caller never fails. Returns the kinds that were logged to.
     """
     done: list[str] = []
-    for frame in reversed(_ACTIVE.get()):
+    frames = _ACTIVE.get()
+    scope = _flyte.task_scope() if frames else None
+    for frame in reversed(frames):
         session = frame.session
         skip = frame.state.handle is None or isinstance(frame.state.handle, NullRun)
-        skip = skip or frame.exited or frame.state.closed or session.kind in done
+        skip = skip or not frame.visible_in(scope) or session.kind in done
         if not isinstance(session, TrackingSession) or skip:
             continue
         done.append(session.kind)
@@ -451,6 +475,10 @@ class Session(Generic[HandleT]):
     """The pip extra that installs ``backend_module``."""
     tracks_runs: ClassVar[bool] = False
     """Tracking backends have online and offline modes and open runs on rank 0 only by default."""
+    credential_name: ClassVar[str] = "API key"
+    """What the backend calls its credential, in messages."""
+    credential_sources: ClassVar[str] = "the backend has no key of its own"
+    """Where the backend looks for a key without ``secret=``, in messages ("WANDB_API_KEY is not set...")."""
     shared_options: ClassVar[tuple[str, ...]] = ("mode", "on_error", "directory")
     """The shared options this kind of session takes."""
     named_after_function: ClassVar[bool] = False
@@ -652,6 +680,7 @@ class Session(Generic[HandleT]):
         the function's definition.
         """
         refuse_generator_function(type(self).__name__, func)
+        refuse_flyte_task(type(self).__name__, func)
         session = self._for_function(func)
         if inspect.iscoroutinefunction(func):
 
@@ -750,14 +779,17 @@ class Session(Generic[HandleT]):
 
     def _join(self, caller: int) -> _Frame | None:
         frames = _ACTIVE.get()
-        key = self.key
+        if not frames:
+            return None
+        key, scope = self.key, _flyte.task_scope()
         for frame in reversed(frames):
-            if frame.key == key and not frame.exited and frame.state.join():
-                return self._push(frame.state, caller, owner=False)
+            if frame.key == key and frame.scope == scope and not frame.exited and frame.state.join():
+                return self._push(frame.state, caller, owner=False, scope=scope)
         return None
 
-    def _push(self, state: _OpenState, caller: int, *, owner: bool = True) -> _Frame:
-        frame = _Frame(self.key, state, self, owner, caller)
+    def _push(self, state: _OpenState, caller: int, *, owner: bool = True, scope: int | None = -1) -> _Frame:
+        scope = _flyte.task_scope() if scope == -1 else scope
+        frame = _Frame(self.key, state, self, owner, caller, scope)
         _ACTIVE.set((*_ACTIVE.get(), frame))
         with self._entered_lock:
             self._entered.append(frame)
@@ -931,9 +963,9 @@ class Session(Generic[HandleT]):
                     source = (
                         f"{describe_secret(self.secret)} is not set"
                         if self.secret is not None
-                        else "no secret given and no login of the backend's own"
+                        else f"no secret= given, and {self.credential_sources}"
                     )
-                    fallback = f"no API key was found ({source})"
+                    fallback = f"no {self.credential_name} was found ({source})"
         else:
             mode = "on"
         keys = (api_key, *self._safe_known_secrets())
@@ -1127,10 +1159,21 @@ class Session(Generic[HandleT]):
         return redact(describe_exception(error), *secrets)
 
     def _warn_offline(self, handle: HandleT, plan: OpenPlan) -> None:
+        """One warning per fallback; running offline for want of a key (a map task's every element, a
+        test suite) is said once per process and backend, then counted in the log."""
         info = self._run_info(handle, plan, None) if isinstance(self, TrackingSession) else None
         where = f" Data is in {info.local_path}." if info is not None and info.local_path else ""
         sync = f" Upload it later with: {info.sync_command}" if info is not None and info.sync_command else ""
-        warn(f"{type(self).__name__}: {plan.fallback_reason}, so {self.display_name} runs offline.{where}{sync}")
+        message = f"{type(self).__name__}: {plan.fallback_reason}, so {self.display_name} runs offline.{where}{sync}"
+        if plan.after_online_failure:
+            warn(message)
+            return
+        with _OFFLINE_NOTICES_LOCK:
+            count = _OFFLINE_NOTICES[self.kind] = _OFFLINE_NOTICES.get(self.kind, 0) + 1
+        if count == 1:
+            warn(message + " (Said once per process; later offline runs are logged at INFO.)")
+        else:
+            _LOG.info("%s (offline run number %d of %s in this process)", message, count, self.display_name)
 
 
 def _short_repr(value: Any) -> str:

@@ -32,7 +32,12 @@ REPO = Path(__file__).resolve().parent.parent
 EXECUTION_NAME = "ab3kq9x2m4n5p6r7s8t1"
 NODE_ID = "n0"
 # Variables that would make a test depend on the machine it runs on, or reach a network.
-_SCRUBBED_ENV = ("WANDB_API_KEY", "COMET_API_KEY", "NEPTUNE_API_TOKEN", "FLYTE_EXECUTION_URL", "HOSTNAME")
+_SCRUBBED_ENV = (
+    *("WANDB_API_KEY", "COMET_API_KEY", "NEPTUNE_API_TOKEN", "FLYTE_EXECUTION_URL", "HOSTNAME"),
+    # The backends' own settings, which sessions honour: a developer's shell must not change results.
+    *("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DISABLED", "NEPTUNE_MODE"),
+    *("NEPTUNE_PROJECT", "COMET_OFFLINE_DIRECTORY", "COMET_PROJECT_NAME", "COMET_WORKSPACE", "COMET_START_ONLINE"),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +57,9 @@ def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     # developer's logins and from writing next to them.
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir(exist_ok=True)
+    from flyte_ctx_tracking import _session
+
+    _session._OFFLINE_NOTICES.clear()  # each test sees the once-per-process offline notice
     yield root
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -59,17 +57,6 @@ def _remote_env(monkeypatch: pytest.MonkeyPatch, *, hostname: str | None = None,
 
 
 # ---------------------------------------------------------------------------- import cost
-
-
-def test_importing_the_package_and_resolving_the_names_loads_no_neptune() -> None:
-    code = (
-        "import sys, flyte_ctx_tracking as f; "
-        "f.neptune_session, f.neptune_init_run, f._neptune_init_run_class; "
-        "s = f.neptune_session(project='a/b', tags=['x']); "
-        "print('neptune' in sys.modules)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
 
 
 # ---------------------------------------------------------------------------- code blocks
@@ -371,14 +358,6 @@ def test_a_bare_decorator_and_async_functions_work(tracking_dir: Path, monkeypat
     assert plain() is not None
     assert asyncio.run(later()) is not None
     assert len(offline_runs(tracking_dir)) == 2
-
-
-def test_the_decorator_above_task_says_which_order_to_use() -> None:
-    with pytest.raises(TypeError, match="below @task"):
-
-        @neptune_init_run(project=PROJECT)  # type: ignore[arg-type]
-        @task
-        def wrong() -> None: ...
 
 
 @pytest.mark.parametrize(

@@ -194,7 +194,11 @@ def test_wandb_keeps_its_own_logs_under_the_data_directory(tmp_path: Path) -> No
     env = {**os.environ, "HOME": str(home), "FLYTE_CTX_TRACKING_DIR": str(data), "WANDB_SILENT": "true"}
     for name in ("WANDB_CACHE_DIR", "WANDB_SERVICE"):  # a fresh helper process, not this test process's
         env.pop(name, None)
-    code = "from flyte_ctx_tracking import wandb_session\nwith wandb_session(mode='offline') as run:\n    run.log({'x': 1})\n"
+    code = (
+        "from flyte_ctx_tracking import wandb_session\n"
+        "with wandb_session(mode='offline') as run:\n"
+        "    run.log({'x': 1})\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, timeout=180, check=True, capture_output=True)
     assert not (home / ".cache" / "wandb").exists()
     assert list((data / "wandb" / "cache").rglob("core-debug-*.log"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -17,29 +16,6 @@ from .conftest import EXECUTION_NAME
 from .fake_backend import FakeRun, FakeSession, fake_init
 
 OFFLINE = {"mode": "offline"}
-
-
-def test_with_yields_an_open_handle_and_closes_it_on_exit() -> None:
-    session = FakeSession(**OFFLINE)
-    with session as run:
-        assert isinstance(run, FakeRun)
-        assert current_run() is run
-        assert current_run("fake") is run
-        assert not run.closed
-    assert run.closed and run.failed is False
-    assert current_run() is None
-
-
-def test_nested_same_session_reuses_the_handle_and_only_the_outermost_exit_closes() -> None:
-    session = FakeSession(**OFFLINE)
-    with session as outer:
-        with session as inner:
-            with session as innermost:
-                assert outer is inner is innermost
-            assert not outer.closed
-        assert not outer.closed
-    assert outer.closed
-    assert len(session.opened) == 1
 
 
 def test_a_decorated_function_calling_another_with_the_same_target_shares_the_run() -> None:
@@ -76,38 +52,6 @@ def test_reentering_after_exit_opens_a_fresh_handle() -> None:
     assert first.closed and second.closed
 
 
-async def test_async_with_and_async_decorator() -> None:
-    session = FakeSession(**OFFLINE)
-    async with session as run:
-        assert current_run() is run
-
-    @session
-    async def work() -> FakeRun:
-        await asyncio.sleep(0)
-        return current_run()  # type: ignore[no-any-return]
-
-    decorated_run = await work()
-    assert run.closed and decorated_run.closed and decorated_run is not run
-
-
-async def test_concurrent_asyncio_tasks_never_see_each_others_runs() -> None:
-    started = asyncio.Event()
-    seen: dict[str, object] = {}
-
-    async def worker(name: str) -> None:
-        async with FakeSession(name, **OFFLINE) as run:
-            if name == "a":
-                await started.wait()
-            else:
-                started.set()
-            await asyncio.sleep(0.01)
-            seen[name] = current_run()
-            assert current_run() is run
-
-    await asyncio.gather(worker("a"), worker("b"))
-    assert seen["a"] is not seen["b"]
-
-
 def test_threads_each_get_their_own_run_even_for_the_same_session_object() -> None:
     session = FakeSession(**OFFLINE)
     barrier = threading.Barrier(4)
@@ -136,33 +80,12 @@ def test_threads_each_get_their_own_run_even_for_the_same_session_object() -> No
     assert all(run.closed for run in runs)
 
 
-def test_the_users_exception_propagates_unchanged_after_closing_the_run_as_failed() -> None:
-    error = KeyError("user bug")
-    with pytest.raises(KeyError) as caught, FakeSession(**OFFLINE) as run:
-        raise error
-    assert caught.value is error
-    # The traceback still starts at the user's raise, not in the library.
-    assert caught.traceback[-1].name == "test_the_users_exception_propagates_unchanged_after_closing_the_run_as_failed"
-    assert run.closed and run.failed is True and run.error is error
-
-
 def test_an_exception_in_a_nested_block_closes_once_at_the_outermost_exit() -> None:
     session = FakeSession(**OFFLINE)
     with pytest.raises(ValueError), session as outer, session:
         raise ValueError("inner")
     assert outer.closed and outer.failed is True
     assert len(session.opened) == 1
-
-
-def test_backend_failure_on_open_warns_once_per_attempt_and_the_block_runs_untracked() -> None:
-    session = FakeSession(fail_open=1, **OFFLINE)
-    ran = False
-    with pytest.warns(TrackingWarning, match="could not start Fake tracker") as record:
-        with session as run:
-            ran = True
-            assert isinstance(run, NullRun) and not run
-    assert ran
-    assert len(record) == 1
 
 
 def test_online_failure_falls_back_to_offline() -> None:
@@ -173,14 +96,6 @@ def test_online_failure_falls_back_to_offline() -> None:
     [message] = [str(w.message) for w in record]  # one warning says why, where, and how to upload
     assert "going online failed (ConnectionError: backend exploded)" in message
     assert "fake sync" in message
-
-
-def test_on_error_raise_raises_a_tracking_error_naming_the_backend() -> None:
-    session = FakeSession(fail_open=1, on_error="raise", **OFFLINE)
-    ran = False
-    with pytest.raises(TrackingError, match="Fake tracker.*backend exploded"), session:
-        ran = True
-    assert not ran
 
 
 def test_close_failure_warns_and_never_hides_the_users_result_or_exception() -> None:
@@ -318,12 +233,6 @@ def test_a_missing_backend_names_the_extra_to_install() -> None:
         pass
 
 
-def test_current_run_rejects_unknown_kinds() -> None:
-    with pytest.raises(ValueError, match="kind='mlflow'.*'wandb'"):
-        current_run("mlflow")
-    assert current_run("comet") is None
-
-
 def test_decorator_adapter_with_and_without_arguments_on_plain_functions() -> None:
     @fake_init
     def bare() -> FakeRun:
@@ -340,50 +249,9 @@ def test_decorator_adapter_with_and_without_arguments_on_plain_functions() -> No
     assert configured.__name__ == "configured"
 
 
-async def test_decorator_adapter_on_async_functions() -> None:
-    @fake_init(mode="offline")
-    async def work() -> FakeRun:
-        return current_run()  # type: ignore[no-any-return]
-
-    run = await work()
-    assert run.closed
-
-
 def test_decorator_adapter_validates_at_decoration_time() -> None:
     with pytest.raises(ValueError, match="mode='sideways'"):
         fake_init(mode="sideways")
-
-
-def test_decorator_adapter_under_task_runs_in_a_flyte_task() -> None:
-    @task
-    @fake_init(target="t", mode="offline")
-    def tracked(x: int) -> int:
-        run = current_run("fake")
-        assert run is not None and not run.closed
-        return x + 1
-
-    assert tracked(x=1) == 2
-
-
-def test_decorator_adapter_above_task_says_which_order_to_use() -> None:
-    with pytest.raises(TypeError, match=r"(?s)put it below @task.*@task\n    @fake_init"):
-
-        @fake_init(mode="offline")
-        @task
-        def wrong(x: int) -> int:
-            return x
-
-
-def test_importing_the_package_imports_no_backend_and_not_flytekit() -> None:
-    import subprocess
-
-    code = (
-        "import sys, flyte_ctx_tracking\n"
-        "heavy = ('flytekit', 'wandb', 'comet_ml', 'neptune', 'memray', 'whylogs', 'pandas')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
 
 
 def test_every_public_name_resolves_and_is_documented() -> None:
@@ -481,14 +349,6 @@ def test_a_secret_inside_a_chained_backend_error_is_scrubbed_from_the_whole_trac
     assert value not in printed
 
 
-def test_the_mode_variable_never_turns_on_a_session_disabled_in_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLYTE_CTX_TRACKING_MODE", "offline")
-    session = FakeSession(mode="disabled")
-    with session as run:
-        assert isinstance(run, NullRun) and not run
-    assert session.opened == []
-
-
 def test_a_backend_that_cannot_open_at_all_warns_once_without_an_offline_retry() -> None:
     from flyte_ctx_tracking._session import SessionUnavailable
 
@@ -509,20 +369,6 @@ def test_an_unreadable_saved_login_counts_as_no_login() -> None:
 
     with pytest.warns(TrackingWarning, match="no API key was found"), BrokenLogin() as run:
         assert run.mode == "offline"
-
-
-def test_generator_functions_are_refused_at_decoration_time() -> None:
-    def numbers():  # type: ignore[no-untyped-def]
-        yield current_run()
-
-    async def stream():  # type: ignore[no-untyped-def]
-        yield current_run()
-
-    for function in (numbers, stream):
-        with pytest.raises(TypeError, match="cannot decorate the generator function.*Use `with`"):
-            FakeSession(**OFFLINE)(function)
-        with pytest.raises(TypeError, match="@fake_init cannot decorate the generator function"):
-            fake_init(mode="offline")(function)
 
 
 async def test_an_asyncio_task_that_outlives_the_block_keeps_the_run_open_until_it_ends() -> None:
@@ -572,16 +418,3 @@ def test_sys_exit_with_an_error_code_is_a_failure() -> None:
     with pytest.raises(SystemExit), FakeSession(**OFFLINE) as run:
         raise SystemExit(3)
     assert run.failed is True
-
-
-def test_a_null_run_accepts_what_a_tracker_would_and_records_nothing() -> None:
-    with FakeSession(mode="disabled") as run:
-        run.log({"loss": 0.1})
-        run["metrics/loss"].append(0.1)
-        run["params/lr"] = 3e-4
-        run.log_metric("auc", 0.9, step=1)
-        run.config.update({"a": 1})
-        with run:
-            pass
-    assert not run and "nothing is recorded" in repr(run)
-    assert current_run() is None

@@ -7,7 +7,6 @@ counts, the decks' HTML, the saved profile file, the Blob a task wrote, the trac
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -132,16 +131,6 @@ def test_without_whylogs_flytekit_still_imports_and_a_profile_asks_for_the_extra
     assert "pip install 'flyte-ctx-tracking[whylogs]'" in done.stdout
 
 
-def test_importing_the_package_and_the_session_module_imports_no_whylogs() -> None:
-    done = run_python(
-        "import sys, flyte_ctx_tracking, flyte_ctx_tracking.sessions.whylogs\n"
-        "s = flyte_ctx_tracking.whylogs_profile('x')\n"
-        "print('whylogs' in sys.modules)"
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
-
-
 # ------------------------------------------------------------------------------ profiling
 def test_streaming_chunks_gives_the_counts_of_the_whole_frame() -> None:
     data = frame(5_000)
@@ -231,31 +220,6 @@ def _frames(tb: Any) -> Any:
     while tb is not None:
         yield tb
         tb = tb.tb_next
-
-
-def test_a_nested_block_of_the_same_session_shares_the_profile() -> None:
-    session = whylogs_profile("tx")
-    with session as outer:
-        outer.log({"a": 1})
-        with session as inner:
-            inner.log({"a": 2})
-        assert inner is outer and not outer.closed
-    assert outer.closed and counts(outer.view())["a"] == (2, 0)
-
-
-async def test_async_blocks_profile_separately() -> None:
-    session = whylogs_profile("tx")
-
-    async def job(value: int) -> WhylogsProfile:
-        async with session as prof:
-            prof.log({"a": value})
-            await asyncio.sleep(0)
-            prof.log({"a": value})
-            return prof
-
-    first, second = await asyncio.gather(job(1), job(2))
-    assert first is not second
-    assert counts(first.view())["a"] == (2, 0) and counts(second.view())["a"] == (2, 0)
 
 
 def test_as_a_decorator_each_call_is_a_profile_named_after_the_function() -> None:

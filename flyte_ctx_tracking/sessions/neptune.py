@@ -193,6 +193,8 @@ class NeptuneSession(
         ValueError, TypeError: right away, for arguments Neptune would reject.
     """
 
+    credential_name: ClassVar[str] = "API token"
+    credential_sources: ClassVar[str] = "NEPTUNE_API_TOKEN is not set"
     project: str | None
     host: str
 
@@ -212,6 +214,11 @@ class NeptuneSession(
         kwargs = self.init_run_kwargs
         # An explicit name is a different run too: a nested `name="eval"` must not log into "train".
         return (self.project, self.host, kwargs.get("with_id"), kwargs.get("custom_run_id"), kwargs.get("name"))
+
+    def _backend_mode(self) -> str | None:
+        # NEPTUNE_MODE: "debug" keeps nothing (disabled here); "read-only" cannot log: left to the session.
+        modes = {"debug": "disabled", "offline": "offline", "async": "online", "sync": "online"}
+        return modes.get(os.environ.get("NEPTUNE_MODE", "").strip().lower())
 
     def _known_secrets(self) -> tuple[str, ...]:
         token = os.environ.get(API_TOKEN_ENV_VAR)

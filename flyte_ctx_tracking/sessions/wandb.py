@@ -28,11 +28,11 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, redact
-from .._session import OpenPlan, RunInfo, TrackingSession, warn
+from .._session import OpenPlan, RunInfo, TrackingSession, tracking_root, warn
 from .._validate import check_str, check_str_list, check_url, shorten_id
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ _MAX_TAG = 64
 # Pod names can be long; the run id also names the offline folder, so keep it short.
 _MAX_RUN_ID = 64
 _OFFLINE_SUFFIX = "-offline"
+# WANDB_MODE's values (with W&B's old aliases) as session modes.
+_WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
 # W&B names the run's folder `offline-run-<date>_<time>-<id>`: a file name has at most 255 bytes.
 _MAX_USER_RUN_ID_BYTES = 200
 # Arguments this module sets itself; the user's values are merged in, not passed twice.
@@ -154,6 +156,7 @@ class WandbSession(
         TypeError: a secret, path or tag of the wrong type.
     """
 
+    credential_sources: ClassVar[str] = "WANDB_API_KEY is not set and there is no saved `wandb login`"
     project: str | None
     entity: str | None
     id: str | None
@@ -204,6 +207,14 @@ class WandbSession(
     def _ambient_credentials(self) -> bool:
         return bool(os.environ.get("WANDB_IDENTITY_TOKEN_FILE")) or bool(self._known_secrets())
 
+    def _backend_mode(self) -> str | None:
+        if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("true", "1", "yes"):
+            return "disabled"
+        return _WANDB_MODES.get(os.environ.get("WANDB_MODE", "").strip().lower())
+
+    def _backend_directory(self) -> str | None:
+        return os.environ.get("WANDB_DIR")
+
     def _known_secrets(self) -> tuple[str, ...]:
         user_settings = self.init_kwargs.get("settings")
         in_settings = user_settings.get("api_key") if isinstance(user_settings, Mapping) else None
@@ -250,8 +261,10 @@ class WandbSession(
 
         tags = context.tags(self.init_kwargs.get("tags"), max_length=_MAX_TAG)
 
-        # Default data directory: the core's `<root>/wandb`; W&B appends `wandb/` to `dir` itself.
-        root_dir = plan.directory if self.directory is not None else plan.directory.parent
+        # The core's default is `<root>/wandb`, and W&B appends `wandb/` to `dir` itself (as it does to
+        # a `directory=` or WANDB_DIR of the user's).
+        default = (tracking_root() / self.kind).absolute()
+        root_dir = plan.directory.parent if plan.directory == default else plan.directory
         # wandb-core writes its own logs under ~/.cache/wandb: keep them with the data (a user's choice wins).
         os.environ.setdefault("WANDB_CACHE_DIR", str(plan.directory / "cache"))
 
@@ -269,8 +282,9 @@ class WandbSession(
             settings.init_timeout = plan.online_timeout  # W&B gives up by itself as the core abandons it
 
         arguments: dict[str, Any] = {
-            "project": self.project,
-            "entity": self.entity,
+            # W&B's own variables fill in what the session was not given.
+            "project": self.project or os.environ.get("WANDB_PROJECT") or None,
+            "entity": self.entity or os.environ.get("WANDB_ENTITY") or None,
             "id": run_id,
             "dir": str(root_dir),
             "group": self.init_kwargs.get("group") or plan.group,
