@@ -58,16 +58,19 @@ def test_a_session_opened_in_a_script_is_invisible_inside_the_tasks_it_calls() -
 
 
 @task
-def element(x: int) -> int:
+def element(x: int) -> str:
     index = execution_context().map_index
-    assert index is not None
-    return index
+    with wandb_session(project="mapped", mode="offline") as run:
+        run.log({"x": x})
+        return f"{index}:{run.id}"
 
 
 @workflow
-def mapped(xs: list[int]) -> list[int]:
+def mapped(xs: list[int]) -> list[str]:
     return map_task(element)(x=xs)
 
 
-def test_local_map_task_elements_know_their_index() -> None:
-    assert mapped(xs=[10, 20, 30, 40]) == [0, 1, 2, 3]
+def test_local_map_task_elements_know_their_index_and_get_runs_of_their_own() -> None:
+    results = [item.split(":") for item in mapped(xs=[10, 20, 30, 40])]
+    assert [index for index, _ in results] == ["0", "1", "2", "3"]
+    assert len({run_id for _, run_id in results}) == 4
