@@ -907,7 +907,10 @@ class Session(Generic[HandleT]):
     def _require_backend(self) -> None:
         if importlib.util.find_spec(self.backend_module) is None:
             install = (
-                f"pip install 'flyte-ctx-tracking[{self.extra}]'" if self.extra else f"install {self.backend_module}"
+                f"install the package's {self.extra!r} extra (pip install -e '.[{self.extra}]' in a checkout, "
+                f"or 'flyte-ctx-tracking[{self.extra}]' from a wheel)"
+                if self.extra
+                else f"install {self.backend_module}"
             )
             raise ImportError(
                 f"{type(self).__name__} needs the {self.backend_module!r} package, which is not installed: {install}"

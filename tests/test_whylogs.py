@@ -128,7 +128,7 @@ def test_without_whylogs_flytekit_still_imports_and_a_profile_asks_for_the_extra
     )
     done = run_python(code)
     assert done.returncode == 0, done.stderr
-    assert "pip install 'flyte-ctx-tracking[whylogs]'" in done.stdout
+    assert "pip install -e '.[whylogs]'" in done.stdout and "'flyte-ctx-tracking[whylogs]'" in done.stdout
 
 
 # ------------------------------------------------------------------------------ profiling
