@@ -47,13 +47,6 @@ TASKS = 20
 OPENING_TOGETHER = 4
 """How many asyncio tasks' backend opens are held until they can all run at once (divides TASKS)."""
 
-COMET_FAILED_START = (
-    "CometSession._open/_start (flyte_ctx_tracking/sessions/comet.py): when comet_ml.start() raises (here "
-    "InvalidOfflineDirectory for an unwritable directory), comet_ml has already registered the half-started "
-    "experiment as its running experiment and nobody ends it; every later Comet session in the process is "
-    "refused ('Comet experiment ... is still running in this process') and runs untracked"
-)
-
 
 class ProbeFailure(Exception):
     """The user's own exception."""
@@ -356,7 +349,7 @@ def test_a_backend_failure_warns_once_or_raises_a_tracking_error_and_the_block_r
     assert probe.read_back(root) == []
 
 
-@each_probe(xfail={"comet": COMET_FAILED_START})
+@each_probe()
 def test_a_backend_failure_leaves_nothing_behind_and_the_next_session_records(
     probe: Probe, tmp_path: Path, root: Path
 ) -> None:

@@ -7,9 +7,12 @@ not Comet-specific (lifecycle, reentrancy, modes, secrets, ranks, decks) lives i
 Comet-specific decisions, each documented in ``docs/comet.md``:
 
 * identity: in remote runs with no key, the experiment key is flytekitplugins-comet-ml's (the pod
-  name without dashes plus a 10-character suffix), so Flyte console Comet links keep working;
-  where that rule would give a key Comet rejects, or one another pod could also get, a valid key
-  is derived deterministically instead (:func:`flyte_experiment_key`);
+  name without dashes plus a 10-character suffix) whenever Comet accepts it, so Flyte console
+  Comet links keep working; only where Comet would reject it is a valid key derived
+  deterministically instead (:func:`flyte_experiment_key`);
+* Comet's own settings fill what the code leaves out: ``COMET_PROJECT_NAME`` and
+  ``COMET_WORKSPACE`` (keys and console links use them too), ``COMET_OFFLINE_DIRECTORY``, and
+  ``COMET_START_ONLINE`` / ``COMET_AUTO_LOG_DISABLE`` for a session left at ``mode="auto"``;
 * one experiment per process: comet_ml ends the running experiment when another one starts, so a
   different Comet session entered while one is open does not start (it follows ``on_error``);
 * a failed block is recorded in the experiment itself: ``flyte/status`` = ``failed`` and the
@@ -21,19 +24,21 @@ Comet-specific decisions, each documented in ``docs/comet.md``:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import importlib.util
 import os
 import re
 import threading
 from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._context import ExecutionContext
 from .._decorator import SessionDecorator
 from .._secrets import SecretSpec, redact
-from .._session import OpenPlan, RunInfo, SessionUnavailable, TrackingSession, describe_exception
+from .._session import OpenPlan, RunInfo, SessionUnavailable, TrackingSession, describe_exception, warn
 from .._termination import Terminated
 from .._validate import check_str, check_str_list, check_url
 
@@ -50,11 +55,14 @@ COMET_ML_CUSTOM_TYPE_VALUE = "comet-ml-custom-id"
 # Comet accepts experiment keys that are alphanumeric and 32 to 50 characters long.
 _VALID_KEY = re.compile(r"^[A-Za-z0-9]{32,50}$")
 _KEY_MIN, _KEY_MAX = 32, 50
-# The pod names for which flytekitplugins-comet-ml's rule (drop the dashes) loses nothing: a plain
-# execution name, a top-level node id (`n<digits>`), a one-digit attempt, optionally the replica
-# suffix a training operator appends. Dropping the dashes of other pod names can make two pods'
-# keys equal (`…-n1-10` and `…-n11-0`), so those get a derived key instead.
-_PLAIN_POD_NAME = re.compile(r"^[a-z0-9]+-n[0-9]+-[0-9](-(worker|master|chief|ps|evaluator|launcher|head)-[0-9]+)?$")
+
+# Comet's own settings the session honours: (config name, environment variable). comet_ml reads each
+# from the variable first, then from its config files (./.env, ~/.comet.config, ./.comet.config).
+_PROJECT_SETTING = ("comet.project_name", "COMET_PROJECT_NAME")
+_WORKSPACE_SETTING = ("comet.workspace", "COMET_WORKSPACE")
+_ONLINE_SETTING = ("comet.start.online", "COMET_START_ONLINE")  # comet_ml.start's `online`
+_DISABLE_SETTING = ("comet.auto_log.disable", "COMET_AUTO_LOG_DISABLE")  # ExperimentConfig's `disabled`
+_OFFLINE_DIRECTORY_VARIABLE = "COMET_OFFLINE_DIRECTORY"
 
 # The keyword arguments comet_ml 3.58's ExperimentConfig accepts (tests check this list against the
 # installed client). Kept here so that a bad keyword fails at construction without importing comet_ml.
@@ -148,26 +156,96 @@ def is_valid_experiment_key(key: object) -> bool:
     return isinstance(key, str) and _VALID_KEY.match(key) is not None
 
 
+def plugin_experiment_key(pod_name: str, project_name: str | None, workspace: str | None) -> str:
+    """flytekitplugins-comet-ml's experiment key for a pod: the pod name without its dashes, then
+    :func:`link_suffix`. Flyte console Comet links (``link_type="comet-ml-execution-id"``) are
+    built the same way. Not always a key Comet accepts: see :func:`is_valid_experiment_key`."""
+    return pod_name.replace("-", "") + link_suffix(project_name, workspace)
+
+
 def flyte_experiment_key(
     run_id: str, project_name: str | None, workspace: str | None, *, pod_name: str | None = None
 ) -> str:
     """The experiment key of a remote run with no key given.
 
-    When ``run_id`` is the plain pod name of a task (``{execution}-n{node}-{attempt}``, with an
-    optional ``-worker-{i}`` replica suffix, and no map index or per-rank suffix), this is exactly
-    flytekitplugins-comet-ml's key: the pod name without dashes, then :func:`link_suffix`, so Flyte
-    console Comet links keep working. Any other run id (map tasks, per-rank runs, nested node ids,
-    attempts of 10 or more, names Comet would reject for length or characters) gets a key derived
-    from the whole run id: its first 20 alphanumeric characters, then 30 hex characters of
-    SHA-256 over the run id, project and workspace; always valid, and distinct per run id.
+    When ``run_id`` is the pod's own name (``pod_name``) and flytekitplugins-comet-ml's key for it
+    (:func:`plugin_experiment_key`) is one Comet accepts, this is that key, whatever the pod name
+    looks like (hashed or named node ids, map-task indexes, retries, replica suffixes), so Flyte
+    console Comet links keep pointing at the experiment. Like the plugin's, two pod names that
+    differ only by where their dashes are get the same key.
+
+    Otherwise (a pod name whose key would be too short, too long or not alphanumeric, a per-rank
+    run id, no pod name) the key is derived from the whole run id: its first 20 alphanumeric
+    characters, then hex characters of SHA-256 over the run id, project and workspace, 50 in all.
+    It is always valid, stable for the same run id, and distinct per run id.
     """
-    if run_id == pod_name and _PLAIN_POD_NAME.match(run_id):
-        key = run_id.replace("-", "") + link_suffix(project_name, workspace)
+    if pod_name is not None and run_id == pod_name:
+        key = plugin_experiment_key(pod_name, project_name, workspace)
         if is_valid_experiment_key(key):
             return key
     readable = re.sub(r"[^A-Za-z0-9]", "", run_id)[:20]
     digest = hashlib.sha256(f"{run_id}|{project_name}-{workspace}".encode()).hexdigest()
     return (readable + digest)[:_KEY_MAX]
+
+
+def _comet_config() -> Any:
+    """comet_ml's settings (re-read on every call, as comet_ml does), or None when comet_ml is not installed."""
+    if importlib.util.find_spec("comet_ml") is None:
+        return None
+    from comet_ml.config import get_config
+
+    return get_config()
+
+
+def _comet_setting(setting: tuple[str, str]) -> Any:
+    """One of Comet's own settings as comet_ml reads it: its environment variable, else its config
+    files; None when unset. Without comet_ml installed, the environment variable alone. Raises
+    what comet_ml raises for a value it cannot parse."""
+    name, variable = setting
+    config = _comet_config()
+    value = os.environ.get(variable) if config is None else config[name]
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
+
+
+def _comet_switch_on(setting: tuple[str, str]) -> bool:
+    """True when one of Comet's boolean settings is set and true (an unreadable one is not)."""
+    try:
+        return _comet_setting(setting) is True
+    except Exception:
+        return False
+
+
+def _comet_name(setting: tuple[str, str]) -> str | None:
+    """A project or workspace name from Comet's settings (the variable alone if its config is unreadable)."""
+    try:
+        value = _comet_setting(setting)
+    except Exception:  # a broken config file: comet_ml itself reads the variable first
+        value = os.environ.get(setting[1], "").strip() or None
+    return None if value is None else str(value)
+
+
+def comet_target(project_name: str | None, workspace: str | None) -> tuple[str | None, str | None]:
+    """The project and workspace an experiment goes to: the ones given, else Comet's own settings
+    (``COMET_PROJECT_NAME``, ``COMET_WORKSPACE``, or Comet's config files), else None (Comet's
+    defaults). Experiment keys and console links are computed from these, so they match."""
+    return (
+        project_name if project_name is not None else _comet_name(_PROJECT_SETTING),
+        workspace if workspace is not None else _comet_name(_WORKSPACE_SETTING),
+    )
+
+
+def _chose_offline_directory(experiment_config: ExperimentConfig) -> bool:
+    """True when an ExperimentConfig's offline directory was chosen in code: neither comet_ml's default
+    nor Comet's own setting (``COMET_OFFLINE_DIRECTORY``, which ranks below FLYTE_CTX_TRACKING_DIR)."""
+    if experiment_config.has_default_offline_directory():
+        return False
+    try:
+        configured = _comet_config().get_comet_offline_directory()
+    except Exception:
+        return True
+    return bool(experiment_config.offline_directory != configured)
 
 
 def _key_for_rank(key: str, context: ExecutionContext) -> str:
@@ -188,15 +266,19 @@ class CometSession(
     ``current_run("comet")`` return it. Also usable as ``async with`` and as a decorator.
 
     Args:
-        project_name: the Comet project (Comet's default when None).
-        workspace: the Comet workspace (Comet's default when None).
+        project_name: the Comet project. None: ``COMET_PROJECT_NAME`` (or Comet's config file), else
+            Comet's default.
+        workspace: the Comet workspace. None: ``COMET_WORKSPACE`` (or Comet's config file), else
+            Comet's default.
         secret: a flytekit ``Secret`` or a callable holding the API key. The key is given to this
             experiment only: no ``comet_ml.login``, no config file, no environment variable.
         experiment_key: the experiment's key (alphanumeric, 32-50 characters). None: in remote runs
-            the key flytekitplugins-comet-ml derives from the pod name; locally a fresh one.
+            the key flytekitplugins-comet-ml derives from the pod name (a derived one where Comet
+            would reject that); locally a fresh one.
         host: the Comet server, used for Flyte console links (``get_extra_config``).
         offline_directory: where offline archives go (Comet's name for ``directory``; default
-            ``$FLYTE_CTX_TRACKING_DIR/comet``). With ``all_ranks``, every rank gets its own
+            ``$FLYTE_CTX_TRACKING_DIR/comet``, else ``COMET_OFFLINE_DIRECTORY``, else
+            ``./.flyte-ctx-tracking/comet``). With ``all_ranks``, every rank gets its own
             experiment (keys distinct by rank).
         experiment_config: a ``comet_ml.ExperimentConfig``, instead of its keyword arguments.
         **login_kwargs: the shared options below, ``comet_ml.ExperimentConfig`` arguments (``tags``,
@@ -208,6 +290,7 @@ class CometSession(
         TypeError: an unknown keyword argument, or a secret of an unsupported type.
     """
 
+    credential_sources: ClassVar[str] = "COMET_API_KEY is not set and there is no saved `comet login`"
     project_name: str | None
     workspace: str | None
     experiment_key: str | None
@@ -265,7 +348,7 @@ class CometSession(
                     f"{owner}: experiment_config={type(experiment_config).__name__} is not accepted; "
                     "pass a comet_ml.ExperimentConfig"
                 )
-            if self.directory is None and not experiment_config.has_default_offline_directory():
+            if self.directory is None and _chose_offline_directory(experiment_config):
                 self.directory = Path(experiment_config.offline_directory)
         self._keep(locals())
         self.config_kwargs = config_kwargs
@@ -287,8 +370,49 @@ class CometSession(
 
         return tuple(key for key in (os.environ.get("COMET_API_KEY"), get_config()["comet.api_key"]) if key)
 
+    def _backend_mode(self) -> str | None:
+        """Comet's own switches: ``COMET_AUTO_LOG_DISABLE`` (``comet.auto_log.disable``, an experiment
+        that records nothing) -> ``"disabled"``; else ``COMET_START_ONLINE`` (``comet.start.online``,
+        comet_ml.start's ``online``) -> ``"online"`` or ``"offline"``; unset -> None."""
+        modes = ((_DISABLE_SETTING, "disabled", None), (_ONLINE_SETTING, "online", "offline"))
+        for setting, when_true, when_false in modes:
+            try:
+                value = _comet_setting(setting)
+            except Exception as error:  # a typo in a process-wide setting must not fail every task
+                warn(
+                    f"{type(self).__name__}: Comet's setting {setting[1]} ({setting[0]}) is not readable "
+                    f"({describe_exception(error)}); it is ignored"
+                )
+                continue
+            if value is True:
+                return when_true
+            if value is False and when_false is not None:
+                return when_false
+        return None
+
+    def _backend_directory(self) -> str | None:
+        """``COMET_OFFLINE_DIRECTORY`` (or ``comet.offline_directory`` in Comet's config files)."""
+        config = _comet_config()
+        if config is None:
+            return os.environ.get(_OFFLINE_DIRECTORY_VARIABLE)
+        from comet_ml.config import DEFAULT_OFFLINE_DATA_DIRECTORY
+
+        directory = config.get_comet_offline_directory()
+        if not isinstance(directory, str):
+            return None
+        # comet_ml returns its default (".cometml-runs") when nothing is set: that is not a setting.
+        chosen = bool(os.environ.get(_OFFLINE_DIRECTORY_VARIABLE, "").strip())
+        return directory if chosen or directory != DEFAULT_OFFLINE_DATA_DIRECTORY else None
+
+    def target(self) -> tuple[str | None, str | None]:
+        """The project and workspace this session's experiments go to (:func:`comet_target`)."""
+        return comet_target(self.project_name, self.workspace)
+
     def experiment_key_for(self, plan: OpenPlan) -> str | None:
         """The key this session gives its experiment under ``plan`` (None: Comet generates one)."""
+        return self._key_for(plan, *self.target())
+
+    def _key_for(self, plan: OpenPlan, project_name: str | None, workspace: str | None) -> str | None:
         context = plan.context
         if self.experiment_key is not None:
             if self.all_ranks and context.is_distributed:
@@ -296,7 +420,11 @@ class CometSession(
             return self.experiment_key
         if plan.run_id is None:  # local run: a fresh key each time, as Comet makes them
             return None
-        return flyte_experiment_key(plan.run_id, self.project_name, self.workspace, pod_name=context.pod_name)
+        run_id = plan.run_id
+        if self.all_ranks and context.is_distributed and context.rank == 0:
+            # Rank 0 keeps the pod's own key, as without all_ranks: the console link points at it.
+            run_id = context.run_identity() or run_id
+        return flyte_experiment_key(run_id, project_name, workspace, pod_name=context.pod_name)
 
     def _experiment_config(self, plan: OpenPlan) -> tuple[ExperimentConfig, bool]:
         """The ExperimentConfig for this experiment, and whether the session logs the code itself."""
@@ -327,10 +455,17 @@ class CometSession(
         # The open's turn at the process's one experiment: an online attempt and its offline retry
         # share the execution context object, so the retry may take over an abandoned attempt's turn.
         turn = id(plan.context)
-        _take_turn(turn, comet_ml.get_running_experiment())
+        running = comet_ml.get_running_experiment()
+        _take_turn(turn, running)
         try:
             experiment = self._start(plan)
         except BaseException:
+            # comet_ml registers an experiment as running before it fails to start it: end that
+            # one, or every later Comet session in the process would be refused.
+            started = comet_ml.get_running_experiment()
+            if started is not None and started is not running and not started.ended:
+                with contextlib.suppress(Exception):
+                    started.end()
             _end_turn(turn, None)
             raise
         with _TURN_LOCK:  # an abandoned attempt returning late never replaces its retry's experiment
@@ -342,17 +477,25 @@ class CometSession(
 
         config, log_code = self._experiment_config(plan)
         online = plan.mode == "online"
+        project_name, workspace = self.target()  # once: the key and the experiment agree on them
         experiment = comet_ml.start(
             api_key=plan.api_key if online else None,
-            workspace=self.workspace,
-            project_name=self.project_name,
-            experiment_key=self.experiment_key_for(plan),
+            workspace=workspace,
+            project_name=project_name,
+            experiment_key=self._key_for(plan, project_name, workspace),
             online=online,
             experiment_config=config,
             **self.start_kwargs,
         )
         try:
-            if online and not getattr(experiment, "alive", True):
+            if getattr(experiment, "disabled", False):
+                # comet_ml disables every experiment while its own switch is on, whatever the mode.
+                if not self.config_kwargs.get("disabled") and _comet_switch_on(_DISABLE_SETTING):
+                    warn(
+                        f"{type(self).__name__}: Comet's setting {_DISABLE_SETTING[1]} ({_DISABLE_SETTING[0]}) "
+                        f"disabled this {plan.mode} experiment: Comet records nothing"
+                    )
+            elif online and not getattr(experiment, "alive", True):
                 # comet_ml "starts" an experiment it could not register and logs nothing to it
                 # ("Your experiment will not be logged"): that is a failed start.
                 raise ConnectionError("Comet did not register the experiment with the server; nothing would be logged")
@@ -393,12 +536,13 @@ class CometSession(
         url: str | None = None
         if plan.mode == "online":
             url = getattr(handle, "url", None)
+        project_name, workspace = self.target()
         return RunInfo(
             backend=self.display_name,
             fields={
                 "experiment key": handle.get_key(),
-                "project": handle.project_name or self.project_name,
-                "workspace": handle.workspace or self.workspace,
+                "project": handle.project_name or project_name,
+                "workspace": handle.workspace or workspace,
                 "mode": plan.mode,
                 "status": "failed" if error is not None else ("finished" if handle.ended else "running"),
             },
@@ -447,17 +591,23 @@ class comet_ml_login(SessionDecorator, session=CometSession):
     session: CometSession
 
     def get_extra_config(self) -> dict[str, str]:
-        """What flytekitplugins-comet-ml returns, so Flyte console Comet links keep working."""
+        """What flytekitplugins-comet-ml returns, so Flyte console Comet links keep working.
+
+        Project and workspace left out in code are read from Comet's settings (``COMET_PROJECT_NAME``,
+        ``COMET_WORKSPACE``) where this runs: flytekit calls it when the workflow is registered, so
+        set them there as in the task's pod, or pass them in code.
+        """
         session = self.session
+        project_name, workspace = session.target()
         config: dict[str, str | None] = {
-            self.COMET_ML_PROJECT_NAME_KEY: session.project_name,
-            self.COMET_ML_WORKSPACE_KEY: session.workspace,
+            self.COMET_ML_PROJECT_NAME_KEY: project_name,
+            self.COMET_ML_WORKSPACE_KEY: workspace,
             self.COMET_ML_HOST_KEY: session.host,
         }
         # The plugin requires project and workspace; ours default to Comet's, which a link cannot name.
         extra = {name: value for name, value in config.items() if value is not None}
         if session.experiment_key is None:
-            extra[self.COMET_ML_URL_SUFFIX_KEY] = link_suffix(session.project_name, session.workspace)
+            extra[self.COMET_ML_URL_SUFFIX_KEY] = link_suffix(project_name, workspace)
             extra[self.LINK_TYPE_KEY] = COMET_ML_EXECUTION_TYPE_VALUE
         else:
             extra[self.COMET_ML_EXPERIMENT_KEY_KEY] = session.experiment_key

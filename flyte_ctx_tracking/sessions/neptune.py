@@ -28,10 +28,10 @@ from .._secrets import SecretSpec, redact
 from .._session import OpenPlan, RunInfo, TrackingSession, exception_message
 from .._validate import check_str, check_str_list, check_url, shorten_id
 
+__all__ = ["NeptuneSession", "_neptune_init_run_class", "neptune_init_run", "neptune_session"]
+
 if TYPE_CHECKING:
     from neptune import Run
-
-__all__ = ["NeptuneSession", "_neptune_init_run_class", "neptune_init_run", "neptune_session"]
 
 DEFAULT_HOST = "https://app.neptune.ai"
 API_TOKEN_ENV_VAR = "NEPTUNE_API_TOKEN"
