@@ -229,7 +229,12 @@ def test_a_missing_backend_names_the_extra_to_install() -> None:
         backend_module = "no_such_backend_for_flyte_ctx_tracking"
         extra = "nothing"
 
-    with pytest.raises(ImportError, match=r"pip install 'flyte-ctx-tracking\[nothing\]'"), Missing(**OFFLINE):
+    with (
+        pytest.raises(
+            ImportError, match=r"pip install -e '\.\[nothing\]' in a checkout, or 'flyte-ctx-tracking\[nothing\]'"
+        ),
+        Missing(**OFFLINE),
+    ):
         pass
 
 

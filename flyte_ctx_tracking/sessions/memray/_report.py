@@ -206,6 +206,39 @@ def _memray_version() -> str:
 
 
 # ---------------------------------------------------------------------------------------- rendering
+_LIBRARY = str(Path(__file__).resolve().parents[2]) + os.sep  # the flyte_ctx_tracking package
+
+
+def _is_user_frame(frame: tuple[str, str, int]) -> bool:
+    return not str(frame[1]).startswith(_LIBRARY)
+
+
+class _UserFrames:
+    """An allocation record whose stacks leave out this library's frames (a decorator's wrapper), so
+    reports and top sites show the user's code. memray's reporters offer no frame filter of their own."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._record, name)
+
+    def stack_trace(self, max_stacks: int | None = None) -> list[Any]:
+        frames = [frame for frame in self._record.stack_trace() if _is_user_frame(frame)]
+        return frames if max_stacks is None else frames[:max_stacks]
+
+    def hybrid_stack_trace(self, max_stacks: int | None = None) -> list[Any]:
+        frames = [frame for frame in self._record.hybrid_stack_trace() if _is_user_frame(frame)]
+        return frames if max_stacks is None else frames[:max_stacks]
+
+
+def user_frames(records: Any) -> list[Any]:
+    """``records`` with this library's frames left out of their stacks."""
+    return [_UserFrames(record) for record in records]
+
+
 @dataclass
 class Report:
     """A rendered report: its HTML, what kind it is, and why it is not what was asked for."""
@@ -231,20 +264,24 @@ class _Collector:
 
 @functools.cache
 def warm_up_reporter(kind: str) -> None:
-    """Import memray's reporter and compile its report template, once per process and report kind.
+    """Render one tiny report of ``kind`` (and of the flame graph it may degrade to), once per process.
 
-    Called before a tracker starts: the first report of a process then renders as fast as later
-    ones (the one-time cost moves to the first entry, outside the profile and the block's exit).
+    Called before a section's tracker starts: the first report of a process renders several times
+    slower than later ones (memray's reporter and template load, the first multi-megabyte page is
+    built), so that one-time cost moves to the first entry, outside the profile and the block's exit.
     """
     try:
-        from memray.reporters.flamegraph import FlameGraphReporter  # noqa: F401
-        from memray.reporters.table import TableReporter  # noqa: F401
-        from memray.reporters.templates import get_render_environment
+        import memray
 
-        environment = get_render_environment()
-        for template in {kind, "flamegraph"}:  # a report too large to embed degrades to a flame graph
-            environment.get_template(f"{template}.html")
-    except Exception:  # an older memray or a moved module: rendering will say what is wrong
+        with tempfile.TemporaryDirectory(prefix="memray-warm-up-") as directory:
+            capture = Path(directory) / "warm-up.bin"
+            with memray.Tracker(os.fspath(capture)):
+                kept = [bytearray(1024) for _ in range(8)]
+            del kept
+            for template in dict.fromkeys((kind, "flamegraph")):
+                reporter = "table" if template == "table" else "flamegraph"
+                _render_in_process(capture, ReportOptions(reporter=reporter), template)
+    except Exception:  # another tracker is active, an older memray: rendering will say what is wrong
         return
 
 
@@ -280,7 +317,7 @@ def _render_in_process(capture: Path, options: ReportOptions, kind: str) -> str:
                     merge_threads=merge_threads
                 )
             reporter = factory.from_temporal_snapshot(
-                records,
+                user_frames(records),
                 memory_records=memory_records,
                 native_traces=native,
                 high_water_mark_by_snapshot=high_water_marks,
@@ -297,7 +334,7 @@ def _render_in_process(capture: Path, options: ReportOptions, kind: str) -> str:
             else:
                 records = reader.get_high_watermark_allocation_records(merge_threads=merge_threads)
             reporter = factory.from_snapshot(
-                records,
+                user_frames(records),
                 memory_records=memory_records,
                 native_traces=native,
                 merge_threads=merge_threads,

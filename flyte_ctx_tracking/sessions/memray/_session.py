@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable, Sequence
@@ -26,7 +27,15 @@ from ..._decorator import SessionDecorator
 from ..._session import OpenPlan, ProfilerOptions, Session, SessionUnavailable, log_to_active_trackers, warn
 from ..._validate import check_bool, check_positive_int, check_str, file_stem
 from ...decks.memray import error_report_html, memray_deck_html
-from ._report import HTML_REPORTERS, Report, ReportOptions, next_deck_title, parse_reporter_args, render_report
+from ._report import (
+    HTML_REPORTERS,
+    Report,
+    ReportOptions,
+    next_deck_title,
+    parse_reporter_args,
+    render_report,
+    user_frames,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -173,10 +182,34 @@ def _caller_name(depth: int) -> str:
     return name if name.isidentifier() else "profile"
 
 
+def _start_in_a_thread_of_its_own(tracker: Any) -> None:
+    """Start ``tracker`` from a short-lived thread of its own.
+
+    memray records every thread's full stack, but its reader cuts the stacks of the thread that
+    started the tracker by that thread's depth at the start (it hides the frames above a ``with
+    Tracker(...)`` written in user code). Started from a session's ``__enter__`` a few frames deep,
+    that cut removed the user's own frames, and the flame graph showed nothing of them. Started from
+    a thread that ends at once, the cut applies to no frame that ever allocates.
+    """
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            tracker.__enter__()
+        except BaseException as error:  # handed to the caller below
+            failures.append(error)
+
+    starter = threading.Thread(target=start, name="memray-start", daemon=True)
+    starter.start()
+    starter.join()
+    if failures:
+        raise failures[0]
+
+
 def _top_sites(reader: Any, native: bool, limit: int) -> tuple[AllocationSite, ...]:
-    """Group what is alive at the peak by its innermost frame, as memray's table does."""
+    """Group what is alive at the peak by its innermost frame outside this library, as memray's table does."""
     totals: dict[str, list[int]] = {}
-    for record in reader.get_high_watermark_allocation_records(merge_threads=True):
+    for record in user_frames(reader.get_high_watermark_allocation_records(merge_threads=True)):
         frames = record.hybrid_stack_trace(max_stacks=1) if native else record.stack_trace(max_stacks=1)
         if frames:
             function, filename, line = frames[0]
@@ -287,7 +320,7 @@ class memray_profile(Session[MemrayCapture], kind="memray", display_name="memray
             memory_interval_ms=self.memory_interval_ms,
         )
         try:
-            tracker.__enter__()
+            _start_in_a_thread_of_its_own(tracker)
         except BaseException as error:
             del tracker  # memray finalizes its file when the tracker goes away: before the file goes
             path.unlink(missing_ok=True)  # memray created it before refusing to start
