@@ -15,6 +15,12 @@ _STYLE = (
 )
 
 
+_FRAME_HEIGHT = 480
+# The report's own page decides its height: the frame grows or shrinks to it once loaded (a srcdoc
+# frame is same-origin), instead of a fixed height that left a large blank area under short reports.
+_FIT_TO_CONTENT = (
+    "try{this.style.height=Math.max(240,this.contentDocument.documentElement.scrollHeight+16)+'px'}catch(e){}"
+)
 KIND_NAMES = {"temporal_flamegraph": "temporal flame graph", "flamegraph": "flame graph", "table": "table"}
 """How decks and notes name each kind of report."""
 
@@ -152,7 +158,8 @@ def memray_deck_html(
     if report_kind not in ("summary", "error"):
         parts.append(
             f"<iframe title='memray {escape(KIND_NAMES.get(report_kind, report_kind))}: {escape(name)}' "
-            "style='width:100%;height:900px;border:1px solid #eee;margin-top:8px' srcdoc=\""
+            f"style='width:100%;height:{_FRAME_HEIGHT}px;border:1px solid #eee;margin-top:8px' "
+            f'onload="{_FIT_TO_CONTENT}" srcdoc="'
         )
         parts += [_attribute(report_html), '"></iframe>']  # one copy of the report, in the final join
     parts.append("</div>")
