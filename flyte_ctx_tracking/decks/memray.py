@@ -7,7 +7,14 @@ import re
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["KIND_NAMES", "error_report_html", "format_bytes", "memray_deck_html", "summary_report_html"]
+__all__ = [
+    "KIND_NAMES",
+    "attribute_value",
+    "error_report_html",
+    "format_bytes",
+    "memray_deck_html",
+    "summary_report_html",
+]
 
 _STYLE = (
     "font-family:system-ui,sans-serif;font-size:14px;line-height:1.5;"
@@ -48,7 +55,7 @@ def _mark_above_latin1(error: UnicodeError) -> tuple[str, int]:
 codecs.register_error(_MARK_ERRORS, _mark_above_latin1)
 
 
-def _attribute(text: str) -> str:
+def attribute_value(text: str) -> str:
     """``text`` as a double-quoted attribute value, cheaply for a multi-megabyte report.
 
     Only ``&`` and ``"`` need escaping in a quoted attribute. memray's reports hold an emoji, so
@@ -133,13 +140,16 @@ def memray_deck_html(
     total: int | None,
     capture: str | None,
     sites: Sequence[tuple[str, int, int]],
-    report_html: str,
+    report_pieces: Sequence[str],
     report_kind: str,
     notes: Sequence[str] = (),
     failure: str | None = None,
     error_type: str | None = None,
 ) -> str:
     """The deck of one capture: its numbers, top sites, notes, and the report in an isolated frame.
+
+    ``report_pieces`` is the report as pieces of a double-quoted attribute value
+    (:func:`attribute_value` of each piece): a report's large, shared parts are escaped once.
 
     Flyte puts every deck of a task into one page; memray reports are whole documents with their
     own scripts and element ids, so each is embedded as an ``<iframe srcdoc>`` and cannot clash
@@ -161,6 +171,6 @@ def memray_deck_html(
             f"style='width:100%;height:{_FRAME_HEIGHT}px;border:1px solid #eee;margin-top:8px' "
             f'onload="{_FIT_TO_CONTENT}" srcdoc="'
         )
-        parts += [_attribute(report_html), '"></iframe>']  # one copy of the report, in the final join
+        parts += [*report_pieces, '"></iframe>']  # one copy of the report, in the final join
     parts.append("</div>")
     return "".join(parts)

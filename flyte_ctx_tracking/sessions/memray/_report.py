@@ -13,16 +13,18 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ... import _flyte
-from ...decks.memray import KIND_NAMES, format_bytes, memray_deck_html, summary_report_html
+from ...decks.memray import KIND_NAMES, attribute_value, format_bytes, memray_deck_html, summary_report_html
 
 __all__ = [
     "HTML_REPORTERS",
@@ -239,13 +241,54 @@ def user_frames(records: Any) -> list[Any]:
     return [_UserFrames(record) for record in records]
 
 
+class _Asset:
+    """One of memray's report assets (a script or a style sheet), read once per process, with its
+    escaped form for a deck's ``srcdoc`` attribute computed once too."""
+
+    __slots__ = ("_escaped", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._escaped: str | None = None
+
+    @property
+    def escaped(self) -> str:
+        if self._escaped is None:
+            self._escaped = attribute_value(self.text)
+        return self._escaped
+
+
 @dataclass
 class Report:
-    """A rendered report: its HTML, what kind it is, and why it is not what was asked for."""
+    """A rendered report: its page, what kind it is, and why it is not what was asked for.
 
-    html: str
+    The page is kept in pieces: the few kilobytes rendered for this capture, and memray's assets
+    (4.5 MB of scripts every report inlines), shared by every report of the process. A deck then
+    escapes only this capture's part.
+    """
+
+    pieces: tuple[str | _Asset, ...]
     kind: str
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, html: str, kind: str, notes: list[str] | None = None) -> Report:
+        """A report of one piece (a summary, an error page, a report rendered by memray's CLI)."""
+        return cls((html,), kind, notes if notes is not None else [])
+
+    @property
+    def html(self) -> str:
+        """The whole page."""
+        return "".join(piece if isinstance(piece, str) else piece.text for piece in self.pieces)
+
+    @property
+    def size(self) -> int:
+        """The page's length in characters, without building it."""
+        return sum(len(piece if isinstance(piece, str) else piece.text) for piece in self.pieces)
+
+    def escaped_pieces(self) -> list[str]:
+        """The page as pieces of a double-quoted attribute value (``srcdoc``)."""
+        return [attribute_value(piece) if isinstance(piece, str) else piece.escaped for piece in self.pieces]
 
 
 class _Collector:
@@ -262,22 +305,33 @@ class _Collector:
         return None
 
 
-_WARM_UP_ROUNDS = 1
+# Where an asset stands in a rendered page: a marker no report contains (memray escapes NUL in its data).
+_ASSET_MARK = "\x00flyte-ctx-tracking-asset:{}\x00"
+_ASSET_SPLIT = re.compile("\x00flyte-ctx-tracking-asset:(\\d+)\x00")
+_ASSETS: list[_Asset] = []
+_ASSET_INDEX: dict[str, int] = {}
+_RENDER_LOCK = threading.Lock()  # renders swap memray's `include_file` for the duration
 
 
-def _keep_report_assets_in_memory() -> None:
-    """Read memray's report assets (4.5 MB of scripts, Plotly alone 3.6 MB) once per process.
+def _asset_marks(include_file: Any) -> Any:
+    """An ``include_file`` for memray's templates that reads each asset once per process and puts a
+    mark in the page where the asset goes (memray reads them from disk in every render: 15 ms)."""
+    from markupsafe import Markup
 
-    memray's templates inline them with an ``include_file`` that reads each file from disk on every
-    render: about 15 ms of every report. They never change while the process runs.
-    """
-    from memray.reporters.templates import get_render_environment
+    def mark(name: str) -> Any:
+        index = _ASSET_INDEX.get(name)
+        if index is None:
+            index = len(_ASSETS)
+            _ASSETS.append(_Asset(str(include_file(name))))
+            _ASSET_INDEX[name] = index
+        return Markup(_ASSET_MARK.format(index))
 
-    environment = get_render_environment()  # memray's one cached environment
-    include_file = environment.globals.get("include_file")
-    if include_file is None or getattr(include_file, "cache_info", None) is not None:
-        return
-    environment.globals["include_file"] = functools.lru_cache(maxsize=None)(include_file)
+    return mark
+
+
+def _pieces(page: str) -> tuple[str | _Asset, ...]:
+    parts = _ASSET_SPLIT.split(page)
+    return tuple(_ASSETS[int(part)] if number % 2 else part for number, part in enumerate(parts) if part)
 
 
 @functools.cache
@@ -291,7 +345,6 @@ def warm_up_reporter(kind: str) -> None:
     try:
         import memray
 
-        _keep_report_assets_in_memory()
         with tempfile.TemporaryDirectory(prefix="memray-warm-up-") as directory:
             capture = Path(directory) / "warm-up.bin"
             with memray.Tracker(os.fspath(capture)):
@@ -299,19 +352,23 @@ def warm_up_reporter(kind: str) -> None:
             del kept
             for template in dict.fromkeys((kind, "flamegraph")):
                 reporter = "table" if template == "table" else "flamegraph"
-                # The deck's copy of the page is built once too: its first multi-megabyte string is
-                # slower than later ones.
-                for _ in range(_WARM_UP_ROUNDS):
-                    html = _render_in_process(capture, ReportOptions(reporter=reporter), template)
-                    memray_deck_html(
-                        name="warm-up", peak=0, total=0, capture=None, sites=(), report_html=html, report_kind=template
-                    )
+                # The deck's copy is built once too: the assets' escaped forms are kept for later decks.
+                report = Report(_render_in_process(capture, ReportOptions(reporter=reporter), template), template)
+                memray_deck_html(
+                    name="warm-up",
+                    peak=0,
+                    total=0,
+                    capture=None,
+                    sites=(),
+                    report_pieces=report.escaped_pieces(),
+                    report_kind=template,
+                )
     except Exception:  # another tracker is active, an older memray: rendering will say what is wrong
         return
 
 
-def _render_in_process(capture: Path, options: ReportOptions, kind: str) -> str:
-    """One memray report, rendered here through memray's reader and reporter classes."""
+def _render_in_process(capture: Path, options: ReportOptions, kind: str) -> tuple[str | _Asset, ...]:
+    """One memray report, rendered here through memray's reader and reporter classes, in pieces."""
     from memray import FileReader
 
     if kind == "table":
@@ -369,18 +426,27 @@ def _render_in_process(capture: Path, options: ReportOptions, kind: str) -> str:
                 **extra,
             )
         out = _Collector()
-        reporter.render(
-            outfile=out,
-            metadata=reader.metadata,
-            show_memory_leaks=options.leaks,
-            merge_threads=merge_threads,
-            inverted=inverted,
-            no_web=True,
-        )
+        from memray.reporters.templates import get_render_environment
+
+        environment = get_render_environment()  # memray's one cached environment
+        with _RENDER_LOCK:
+            include_file = environment.globals["include_file"]
+            environment.globals["include_file"] = _asset_marks(include_file)
+            try:
+                reporter.render(
+                    outfile=out,
+                    metadata=reader.metadata,
+                    show_memory_leaks=options.leaks,
+                    merge_threads=merge_threads,
+                    inverted=inverted,
+                    no_web=True,
+                )
+            finally:
+                environment.globals["include_file"] = include_file
     parts = out.parts
-    while parts and parts[-1] == "\n":  # print()'s newline: dropping it avoids copying megabytes
+    while parts and parts[-1] == "\n":  # print()'s newline
         parts.pop()
-    return "".join(parts)
+    return _pieces("".join(parts))
 
 
 def _render_with_cli(capture: Path, options: ReportOptions) -> str:
@@ -421,9 +487,9 @@ def render_report(
     if not _reporter_api_available():
         html = _render_with_cli(capture, options)
         if len(html) <= max_bytes:
-            return Report(html, options.reporter, ["rendered by the memray CLI: this memray lacks the reporter API"])
+            return Report.of(html, options.reporter, ["rendered by the memray CLI: this memray lacks the reporter API"])
         notes.append(f"the {options.reporter} report was {format_bytes(len(html))}, over the limit")
-        return Report(summary_report_html(*summary, notes=notes), "summary", notes)
+        return Report.of(summary_report_html(*summary, notes=notes), "summary", notes)
     kinds: list[str] = []
     if options.reporter == "flamegraph":
         if options.temporal:
@@ -438,16 +504,16 @@ def render_report(
         kinds.append("flamegraph")
     kinds.append("table")
     for kind in kinds:
-        html = _render_in_process(capture, options, kind)
-        if len(html) <= max_bytes:
+        report = Report(_render_in_process(capture, options, kind), kind, notes)
+        if report.size <= max_bytes:
             if kind != kinds[0] or notes:
                 notes.append(f"showing the {KIND_NAMES[kind]} instead")
-            return Report(html, kind, notes)
+            return report
         notes.append(
-            f"the {KIND_NAMES[kind]} was {format_bytes(len(html))}, over the {format_bytes(max_bytes)} report limit"
+            f"the {KIND_NAMES[kind]} was {format_bytes(report.size)}, over the {format_bytes(max_bytes)} report limit"
         )
     notes.append("showing a summary of the top allocation sites instead")
-    return Report(summary_report_html(*summary, notes=notes), "summary", notes)
+    return Report.of(summary_report_html(*summary, notes=notes), "summary", notes)
 
 
 def next_deck_title(base: str, *, per_section: int, per_task: int) -> tuple[str | None, bool]:

@@ -155,7 +155,7 @@ class MemrayCapture:
                 what = f"{type(error).__name__}: {error}"
                 self.render_error = what
                 warn(f"memray_profile {self.name!r}: the report could not be rendered ({what}); the task runs on")
-                report = Report(error_report_html(self.name, what), "error", [])
+                report = Report.of(error_report_html(self.name, what), "error")
             self._report = report
             self.report_kind = report.kind
             self.report_notes.extend(report.notes)
@@ -373,7 +373,7 @@ class memray_profile(Session[MemrayCapture], kind="memray", display_name="memray
         if report is None:  # closing failed before the capture could be read: say so, don't fail
             what = "the capture could not be read"
             handle.render_error = what
-            report = Report(error_report_html(handle.name, what), "error", [])
+            report = Report.of(error_report_html(handle.name, what), "error")
         if last:
             report.notes.append(
                 "later captures of this section (or of any section, past the per-task bound) get no deck; "
@@ -386,7 +386,7 @@ class memray_profile(Session[MemrayCapture], kind="memray", display_name="memray
             total=handle.total_allocations,
             capture=os.fspath(handle.path) if handle.path is not None else None,
             sites=handle._site_tuples(),
-            report_html=report.html,
+            report_pieces=report.escaped_pieces(),
             report_kind=report.kind,
             notes=report.notes,
             failure=handle.render_error,
