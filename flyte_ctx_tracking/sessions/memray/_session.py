@@ -64,6 +64,7 @@ TOP_SITES = 10
 """How many allocation sites a handle keeps."""
 
 _DECK_PREFIX = "Memray: "
+_TRACKER_TURN = threading.Lock()  # one tracker starts or stops at a time
 _FOREIGN_TRACKER = "No more than one Tracker instance can be active"
 
 
@@ -200,8 +201,9 @@ def _start_in_a_thread_of_its_own(tracker: Any) -> None:
             failures.append(error)
 
     starter = threading.Thread(target=start, name="memray-start", daemon=True)
-    starter.start()
-    starter.join()
+    with _TRACKER_TURN:  # memray crashes when trackers start concurrently (sessions in many threads)
+        starter.start()
+        starter.join()
     if failures:
         raise failures[0]
 
@@ -340,7 +342,8 @@ class memray_profile(Session[MemrayCapture], kind="memray", display_name="memray
         handle.failed = error is not None
         handle.error_type = type(error).__name__ if error is not None else None
         try:
-            tracker.__exit__(None, None, None)
+            with _TRACKER_TURN:
+                tracker.__exit__(None, None, None)
         finally:
             handle.closed = True
         from memray import FileReader
