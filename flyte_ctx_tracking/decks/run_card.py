@@ -12,6 +12,10 @@ _STYLE = (
 )
 
 
+# Upload commands name long paths: wrapped inside the card instead of running out of it.
+_COMMAND_STYLE = "white-space:pre-wrap;word-break:break-all;background:#f6f8fa;padding:8px;border-radius:4px"
+
+
 def run_card_html(info: RunInfo) -> str:
     """Self-contained HTML describing one run: its fields, its link when online, else its local
     path and the command that uploads it."""
@@ -28,6 +32,6 @@ def run_card_html(info: RunInfo) -> str:
     if info.local_path:
         parts.append(f"<p>Recorded offline in <code>{escape(info.local_path)}</code></p>")
     if info.sync_command:
-        parts.append(f"<p>Upload it with:</p><pre>{escape(info.sync_command)}</pre>")
+        parts.append(f"<p>Upload it with:</p><pre style='{_COMMAND_STYLE}'>{escape(info.sync_command)}</pre>")
     parts.append("</div>")
     return "".join(parts)

@@ -46,6 +46,13 @@ def _number(value: float | int | None) -> str:
     return f"{value:.6g}"
 
 
+def _estimate(value: float | None) -> str:
+    """A sketch's estimate of a count, as people read one: ``~99,403`` (not ``99402.8``)."""
+    if value is None or math.isnan(value):
+        return ""
+    return f"~{round(value):,}"
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
@@ -82,13 +89,15 @@ def profile_summary_html(
             f"<span class='bad'>The block raised {escape(type(error).__name__)}</span>: "
             "this profile holds what was logged before it."
         )
-    head = "".join(f"<th>{h}</th>" for h in ("column", "type", "count", "nulls", "mean", "min", "max", "distinct ~"))
+    head = "".join(
+        f"<th>{h}</th>" for h in ("column", "type", "count", "nulls", "mean", "min", "max", "distinct (estimate)")
+    )
     body = "".join(
         "<tr>"
         f"<td>{escape(c.column)}</td><td>{escape(c.type)}</td>"
         f"<td class='n'>{_number(c.count)}</td><td class='n'>{_number(c.null_count)}</td>"
         f"<td class='n'>{_number(c.mean)}</td><td class='n'>{_number(c.min)}</td><td class='n'>{_number(c.max)}</td>"
-        f"<td class='n'>{_number(c.cardinality)}</td>"
+        f"<td class='n'>{_estimate(c.cardinality)}</td>"
         "</tr>"
         for c in columns
     )
