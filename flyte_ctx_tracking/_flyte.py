@@ -62,7 +62,8 @@ def current_task() -> TaskRun | None:
         return None
 
 
-_SCOPE_ATTRIBUTE = "FLYTE_CTX_TRACKING_SCOPE"
+# id of parameters published by `published_in_context` -> the scope of the task they belong to.
+_PUBLISHED_SCOPES: dict[int, int | None] = {}
 
 
 def task_scope() -> int | None:
@@ -75,11 +76,9 @@ def task_scope() -> int | None:
     task = current_task()
     if task is None:
         return None
-    try:  # a context this module pushed (publishing a handle) keeps the task's scope
-        scope = getattr(task.params, _SCOPE_ATTRIBUTE.lower())
-    except Exception:  # flytekit raises for an attribute it does not have
-        return id(task.params)
-    return scope if isinstance(scope, int) else id(task.params)
+    # The parameters this module pushed (publishing a handle) keep the task's scope; parameters
+    # flytekit builds from them for a child task are new objects, with a scope of their own.
+    return _PUBLISHED_SCOPES.get(id(task.params), id(task.params))
 
 
 def local_map_index() -> int | None:
@@ -212,13 +211,16 @@ def published_in_context(attribute: str, value: Any) -> Iterator[None]:
         return
     scope = task_scope()
     builder = params.builder()
-    builder.attrs = {**builder.attrs, attribute: value, _SCOPE_ATTRIBUTE: scope}
-    pushed = ctx.with_execution_state(state.with_params(user_space_params=builder.build())).build()
+    builder.attrs = {**builder.attrs, attribute: value}
+    published = builder.build()
+    pushed = ctx.with_execution_state(state.with_params(user_space_params=published)).build()
+    _PUBLISHED_SCOPES[id(published)] = scope
     token = fcm.flyte_context_Var.set(list(fcm.flyte_context_Var.get()))
     fcm.FlyteContextManager.push_context(pushed, _PUSHED_FROM)
     try:
         yield
     finally:
+        _PUBLISHED_SCOPES.pop(id(published), None)
         try:
             fcm.flyte_context_Var.reset(token)
         except ValueError:  # exited in another contextvars context: remove just our context

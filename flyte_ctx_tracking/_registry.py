@@ -44,6 +44,7 @@ class Integration:
 
 _INTEGRATIONS: dict[str, Integration] = {}
 _LOCK = threading.RLock()
+_LOAD_LOCK = threading.Lock()
 _builtin_loaded = False
 
 
@@ -80,7 +81,9 @@ def _load_builtin() -> None:
     global _builtin_loaded
     if _builtin_loaded:
         return
-    with _LOCK:
+    # Importing a module registers its classes under _LOCK: loading must not hold that lock, or a
+    # class defined in another thread's import would wait for this import, which waits for it.
+    with _LOAD_LOCK:
         if not _builtin_loaded:
             for module in builtin_modules():
                 importlib.import_module(module)

@@ -99,13 +99,14 @@ def redact(text: str, *secrets: str | None) -> str:
 
 
 def _b64decode(token: str) -> bytes | None:
+    """``token`` decoded as base64 in the alphabet it uses (standard or URL-safe), or None."""
     padded = token + "=" * (-len(token) % 4)
-    for decode in (base64.b64decode, base64.urlsafe_b64decode):
-        try:
-            return decode(padded)
-        except (binascii.Error, ValueError):
-            continue
-    return None
+    if "-" in token or "_" in token:
+        padded = padded.replace("-", "+").replace("_", "/")  # URL-safe: the same bytes, other symbols
+    try:
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def scrub_exception_chain(error: BaseException, *secrets: str | None) -> None:

@@ -435,23 +435,32 @@ def log_to_active_trackers(metrics: Mapping[str, float | int]) -> list[str]:
         try:
             session._log_metrics(frame.state.handle, metrics)
         except Exception as error:
-            warn(f"{type(session).__name__}: could not log {sorted(metrics)}: {type(error).__name__}: {error}")
+            secrets = frame.state.plan.secrets if frame.state.plan is not None else ()
+            detail = session._describe_failure(error, secrets)
+            warn(f"{type(session).__name__}: could not log {sorted(metrics)}: {detail}")
     return done
 
 
-async def _off_loop(function: Callable[[], T]) -> T:
+async def _off_loop(function: Callable[[], T], *, if_cancelled: Callable[[T], None] | None = None) -> T:
     """Run a blocking backend call in a worker thread, in a copy of this context.
 
-    If the awaiting task is cancelled, the call still finishes (a half-opened run would leak):
-    the cancellation is raised once it has.
+    If the awaiting task is cancelled, the call still finishes (it cannot be interrupted), and
+    ``if_cancelled`` gets its result, in a worker thread too, so that a run opened for a block that
+    will never run is closed instead of leaked. The cancellation propagates at once.
     """
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(None, contextvars.copy_context().run, function)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        with suppress(BaseException):
-            await future
+        if if_cancelled is not None:
+            undo = if_cancelled
+
+            def when_done(done: asyncio.Future[T]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    loop.run_in_executor(None, undo, done.result())
+
+            future.add_done_callback(when_done)
         raise
 
 
@@ -591,7 +600,8 @@ class Session(Generic[HandleT]):
 
     def _safe_known_secrets(self) -> tuple[str, ...]:
         try:
-            return tuple(key for key in self._known_secrets() if isinstance(key, str) and key)
+            # Keys from files (Kubernetes secrets) often end in a newline: servers echo them without.
+            return tuple(key.strip() for key in self._known_secrets() if isinstance(key, str) and key.strip())
         except Exception:  # an unreadable saved login is no login
             return ()
 
@@ -760,22 +770,31 @@ class Session(Generic[HandleT]):
         """:meth:`_enter_sync` with the backend opened off the event loop (bookkeeping stays here)."""
         frame = self._join(caller)
         if frame is None:
-            state = await _off_loop(functools.partial(self._open_state, _Origin.of(source)))
+            opening = functools.partial(self._open_state, _Origin.of(source))
+            state = await _off_loop(
+                opening, if_cancelled=lambda opened: self._close_now(opened, asyncio.CancelledError())
+            )
             self._publish(state)
             frame = self._push(state, caller)
         return frame
 
     def _exit_sync(self, frame: _Frame, exc: BaseException | None) -> None:
         state = self._leave(frame, exc)
-        if state is not None:
-            self._unpublish(state)
-            self._close_state(state, raised=exc is not None)
+        try:
+            if frame.owner:  # in the context that published the handle, even if others still hold it
+                self._unpublish(frame.state)
+        finally:
+            if state is not None:
+                self._close_state(state, raised=exc is not None)
 
     async def _exit_async(self, frame: _Frame, exc: BaseException | None) -> None:
         state = self._leave(frame, exc)
-        if state is not None:
-            self._unpublish(state)
-            await _off_loop(functools.partial(self._close_state, state, raised=exc is not None))
+        try:
+            if frame.owner:
+                self._unpublish(frame.state)
+        finally:
+            if state is not None:
+                await _off_loop(functools.partial(self._close_state, state, raised=exc is not None))
 
     def _join(self, caller: int) -> _Frame | None:
         frames = _ACTIVE.get()
@@ -1044,14 +1063,19 @@ class Session(Generic[HandleT]):
                 finished.set()
                 late = abandoned.is_set()
             if late and outcome and not isinstance(outcome[0], BaseException):
-                with suppress(Exception):
-                    self._close(outcome[0], plan, None)
+                with suppress(Exception):  # recorded as failed: the block never ran in this run
+                    self._close(outcome[0], plan, OnlineTimeout("abandoned: going online took too long"))
 
         thread = threading.Thread(
             target=contextvars.copy_context().run, args=(attempt,), name=f"{self.kind}-online-open", daemon=True
         )
         thread.start()
-        finished.wait(deadline)
+        try:
+            finished.wait(deadline)
+        except BaseException:  # Ctrl-C while waiting: the attempt is abandoned, and closes what it opens
+            with lock:
+                abandoned.set()
+            raise
         with lock:
             if not finished.is_set():
                 abandoned.set()
@@ -1164,7 +1188,10 @@ class Session(Generic[HandleT]):
     def _warn_offline(self, handle: HandleT, plan: OpenPlan) -> None:
         """One warning per fallback; running offline for want of a key (a map task's every element, a
         test suite) is said once per process and backend, then counted in the log."""
-        info = self._run_info(handle, plan, None) if isinstance(self, TrackingSession) else None
+        try:
+            info = self._run_info(handle, plan, None) if isinstance(self, TrackingSession) else None
+        except Exception:  # the warning goes out without the path rather than not at all
+            info = None
         where = f" Data is in {info.local_path}." if info is not None and info.local_path else ""
         sync = f" Upload it later with: {info.sync_command}" if info is not None and info.sync_command else ""
         message = f"{type(self).__name__}: {plan.fallback_reason}, so {self.display_name} runs offline.{where}{sync}"

@@ -1,11 +1,12 @@
 """Closing open runs when the process is told to stop (SIGTERM: Kubernetes' abort, eviction, preemption).
 
-While a session has a handle open in the main thread's process, a SIGTERM handler is installed: it
-closes every open handle as failed (the error is :class:`Terminated`), each in its own thread, all
-within ``FLYTE_CTX_TRACKING_TERMINATION_TIMEOUT`` seconds (default 20, well inside Kubernetes' 30 s
-grace period), then hands the signal on to the handler that was there before, or, when that was
-the default, lets the process die of it as it would have without us (same exit status). When the
-last handle closes, the previous handler is put back: a script's signal handling is as it was.
+While a session has a handle open in the main thread's process, a SIGTERM handler is installed.
+When the process would die of the signal (the default handling), it first closes every open handle
+as failed (the error is :class:`Terminated`), each in its own thread, all within
+``FLYTE_CTX_TRACKING_TERMINATION_TIMEOUT`` seconds (default 20, well inside Kubernetes' 30 s grace
+period), then dies of it as it would have without us (same exit status). When the process has a
+SIGTERM handler of its own, that handler is called instead and decides: the runs close as the
+blocks end. When the last handle closes, the previous handler is put back.
 SIGINT is never touched. A process that ignores SIGTERM is left alone.
 """
 
@@ -85,15 +86,20 @@ def _uninstall() -> None:
 
 def _on_terminate(signum: int, frame: FrameType | None) -> None:
     with _LOCK:
-        closers = list(_LIVE.values())
-        _LIVE.clear()
         previous = _installed.pop("previous", signal.SIG_DFL)
         signal.signal(signal.SIGTERM, previous)
-    _close_all(closers, Terminated(signum), deadline=time.monotonic() + _timeout())
+        if callable(previous):
+            # A handler of the process's own (save a checkpoint, set a flag and finish) decides what
+            # happens: the runs close as the blocks end, normally or by its exception.
+            closers: list[Closer] = []
+        else:
+            closers = list(_LIVE.values())
+            _LIVE.clear()
     if callable(previous):
         previous(signum, frame)
-    elif previous == signal.SIG_DFL:
-        os.kill(os.getpid(), signum)  # die of the signal, with the status the process would have had
+        return
+    _close_all(closers, Terminated(signum), deadline=time.monotonic() + _timeout())
+    os.kill(os.getpid(), signum)  # die of the signal, with the status the process would have had
 
 
 def _close_all(closers: list[Closer], error: BaseException, *, deadline: float) -> None:

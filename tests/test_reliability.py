@@ -202,3 +202,57 @@ def test_wandb_keeps_its_own_logs_under_the_data_directory(tmp_path: Path) -> No
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, timeout=180, check=True, capture_output=True)
     assert not (home / ".cache" / "wandb").exists()
     assert list((data / "wandb" / "cache").rglob("core-debug-*.log"))
+
+
+async def test_a_cancelled_async_with_closes_the_run_its_open_finished_with() -> None:
+    import asyncio
+
+    release = threading.Event()
+    session = FakeSession(mode="online", online_timeout=60, hang_online=release)
+
+    async def block() -> None:
+        async with session:
+            raise AssertionError("the block of a cancelled open never runs")
+
+    task = asyncio.create_task(block())
+    await asyncio.sleep(0.2)  # the open is under way in a worker thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()  # the open finishes after all: its run is closed, not leaked
+    for _ in range(200):
+        if session.opened and session.opened[0].closed:
+            break
+        await asyncio.sleep(0.05)
+    assert [run.closed for run in session.opened] == [True]
+
+
+def test_url_safe_base64_forms_of_a_key_are_scrubbed() -> None:
+    import base64
+
+    from flyte_ctx_tracking._secrets import redact
+
+    key = "key-" + uuid.uuid4().hex
+    for prefix in ("", "a", "ab", "\xff\xfe", "~~~"):
+        token = base64.urlsafe_b64encode((prefix + key).encode("latin-1")).decode()
+        assert redact(f"Authorization: Basic {token}", key) == "Authorization: Basic ***", token
+
+
+def test_a_sigterm_handler_of_the_process_decides_and_the_runs_close_as_the_blocks_end(tmp_path: Path) -> None:
+    code = """
+import os, signal
+from flyte_ctx_tracking import wandb_session
+seen = []
+signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))  # e.g. save a checkpoint, go on
+with wandb_session(project="graceful", mode="offline") as run:
+    os.kill(os.getpid(), signal.SIGTERM)
+    run.log({"after_signal": 1})  # the run is still open: the process's own handler chose to go on
+    print("LOGGED", run.settings.mode, flush=True)
+print("HANDLER", seen, flush=True)
+"""
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LOGGED offline" in done.stdout and "HANDLER [15]" in done.stdout

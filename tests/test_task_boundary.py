@@ -74,3 +74,20 @@ def test_local_map_task_elements_know_their_index_and_get_runs_of_their_own() ->
     results = [item.split(":") for item in mapped(xs=[10, 20, 30, 40])]
     assert [index for index, _ in results] == ["0", "1", "2", "3"]
     assert len({run_id for _, run_id in results}) == 4
+
+
+@task
+def neptune_child() -> bool:
+    return current_run() is not None
+
+
+@task
+def neptune_parent() -> bool:
+    from flyte_ctx_tracking import neptune_session
+
+    with neptune_session(project="ml/parent", mode="offline"):  # publishes its run in flytekit's context
+        return neptune_child()
+
+
+def test_a_parents_published_neptune_run_does_not_make_its_sessions_visible_in_a_child() -> None:
+    assert neptune_parent() is False

@@ -139,7 +139,7 @@ def _end_turn(turn: int, experiment: Any) -> None:
     abandoned online attempt closing late must not end its offline retry's turn)."""
     with _TURN_LOCK:
         mine = _EXPERIMENT_TURN.get("experiment")
-        if _EXPERIMENT_TURN.get("turn") == turn and (experiment is None or mine is None or mine is experiment):
+        if _EXPERIMENT_TURN.get("turn") == turn and (mine is None or mine is experiment):
             _EXPERIMENT_TURN.clear()
 
 
@@ -463,7 +463,9 @@ class CometSession(
             # comet_ml registers an experiment as running before it fails to start it: end that
             # one, or every later Comet session in the process would be refused.
             started = comet_ml.get_running_experiment()
-            if started is not None and started is not running and not started.ended:
+            with _TURN_LOCK:  # not an experiment the retry of an abandoned attempt started since
+                ours = "experiment" not in _EXPERIMENT_TURN
+            if ours and started is not None and started is not running and not started.ended:
                 with contextlib.suppress(Exception):
                     started.end()
             _end_turn(turn, None)

@@ -302,10 +302,11 @@ class WandbSession(
         if plan.mode == "online":
             _LOG_REDACTION.protect(plan.secrets)
             runs_folder = root_dir / "wandb"
-            before = set(runs_folder.glob("run-*"))
             # Bounded: an attempt abandoned at its deadline may hold the turn until W&B gives up.
             if not _ONLINE_OPEN.acquire(timeout=plan.online_timeout or -1):
                 raise TimeoutError("another W&B run is still going online in this process")
+            # Folders that appear while this open has the turn are its own (not another thread's).
+            before = set(runs_folder.glob("run-*"))
             try:
                 saved_auth = _session_auth()
                 try:
@@ -322,6 +323,7 @@ class WandbSession(
                 _ONLINE_OPEN.release()
         else:
             run = _init(arguments)
+        _LOG_REDACTION.cover_handlers()  # this run's log file handler, if keys were seen in the process
         if late_config:
             run.config.update(late_config, allow_val_change=True)
         _make_global_if_free(run)
@@ -378,8 +380,18 @@ class _RedactingFilter(logging.Filter):
         with self._lock:
             self.secrets = tuple(dict.fromkeys((*self.secrets, *secrets)))
             if not self._installed:
-                logging.getLogger("wandb").addFilter(self)
+                logging.getLogger("wandb").addFilter(self)  # records logged to it directly
                 self._installed = True
+        self.cover_handlers()
+
+    def cover_handlers(self) -> None:
+        """Put the filter on the handlers of W&B's logger too: records of its child loggers
+        (``wandb.sdk...``) reach those handlers without passing the logger's own filters."""
+        if not self.secrets:
+            return
+        for handler in logging.getLogger("wandb").handlers:
+            if self not in handler.filters:
+                handler.addFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:

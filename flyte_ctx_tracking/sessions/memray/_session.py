@@ -309,7 +309,8 @@ class memray_profile(Session[MemrayCapture], kind="memray", display_name="memray
         from ._report import warm_up_reporter
 
         if self.deck and _flyte.decks_enabled():  # a report will be rendered: its one-time setup, unprofiled
-            warm_up_reporter("temporal_flamegraph" if self.options.temporal else self.options.reporter)
+            with _TRACKER_TURN:  # it starts a tracker of its own
+                warm_up_reporter("temporal_flamegraph" if self.options.temporal else self.options.reporter)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         path = (
             plan.directory / f"{file_stem(self.section, 'profile')}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin"
