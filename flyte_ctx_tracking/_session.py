@@ -1286,4 +1286,6 @@ class TrackingSession(Session[HandleT]):
         from .decks.run_card import run_card_html
 
         info = self._run_info(handle, plan, error)
-        return info.backend, run_card_html(info)
+        # Several runs in one task are told apart by name; numbering is the last resort (add_deck).
+        title = f"{info.backend}: {info.name}" if info.name else info.backend
+        return title, run_card_html(info)

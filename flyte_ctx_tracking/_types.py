@@ -14,6 +14,8 @@ class RunInfo:
 
     backend: str
     fields: Mapping[str, str | None]
+    name: str | None = None
+    """What tells this run from the task's other runs (its name, else its id): the deck's title."""
     url: str | None = None
     local_path: str | None = None
     sync_command: str | None = None

@@ -62,3 +62,17 @@ def test_decks_with_the_same_title_are_numbered_instead_of_replaced() -> None:
 
     two_runs()
     assert "Weights & Biases" in titles and "Weights & Biases #2" in titles
+
+
+def test_tracker_decks_are_titled_after_their_runs_so_several_runs_in_a_task_are_told_apart() -> None:
+    from flyte_ctx_tracking import wandb_session
+
+    @task(enable_deck=True)
+    def two_runs() -> list[str]:
+        with wandb_session(project="titles", name="train", mode="offline"):
+            with wandb_session(project="titles", name="evaluate", mode="offline"):
+                pass
+        params = FlyteContextManager.current_context().user_space_params
+        return [deck.name for deck in params.decks if deck.name.startswith("Weights & Biases")]
+
+    assert sorted(two_runs()) == ["Weights & Biases: evaluate", "Weights & Biases: train"]

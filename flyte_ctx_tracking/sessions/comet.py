@@ -539,8 +539,10 @@ class CometSession(
         if plan.mode == "online":
             url = getattr(handle, "url", None)
         project_name, workspace = self.target()
+        name = self.config_kwargs.get("name") or getattr(self.experiment_config, "name", None)
         return RunInfo(
             backend=self.display_name,
+            name=str(name) if name else handle.get_key(),
             fields={
                 "experiment key": handle.get_key(),
                 "project": handle.project_name or project_name,

@@ -326,8 +326,11 @@ class NeptuneSession(
             "mode": plan.mode,
             "Flyte execution": plan.context.execution_id,
         }
+        folder = Path(local_path).name.split("__") if local_path else []  # `run__{uuid}__{pid}__{random}`
+        offline_id = folder[1][:8] if len(folder) >= 2 and folder[0] == "run" else None
         return RunInfo(
             backend=self.display_name,
+            name=fields["name"] or fields["custom run id"] or (f"offline {offline_id}" if offline_id else None),
             fields=fields,
             url=url,
             local_path=local_path,

@@ -349,6 +349,7 @@ class WandbSession(
         sync_dir = str(handle.sync_dir) if offline else None
         return RunInfo(
             backend=self.display_name,
+            name=handle.name or handle.id,
             fields={
                 "run id": handle.id,
                 "name": handle.name or None,
