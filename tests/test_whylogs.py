@@ -515,3 +515,15 @@ def test_failing_constraints_fail_a_pod_task_with_their_names(pod_run: PodRunner
     assert (
         "whylogs constraints: tx" in deck and "<td>country has no missing values</td><td class='bad'>FAIL</td>" in deck
     )
+
+
+def test_the_interactive_report_is_inert_until_asked_for_and_says_it_needs_the_network() -> None:
+    import re
+
+    reference = frame(200)
+    drift = WhylogsSummaryDriftRenderer.to_html(reference, reference.assign(amount=reference["amount"] + 1.0))
+    assert "needs internet access" in drift and "<template>" in drift
+    outside = re.sub(r"(?s)<template>.*?</template>", "", drift)
+    # Nothing outside the inert template names a resource a browser would fetch when the page opens.
+    assert not re.findall(r"""(?i)(?:src|href)\s*=\s*["']?https?://""", outside)
+    assert "<iframe" not in outside

@@ -33,8 +33,8 @@ _STYLE = (
     "</style>"
 )
 _CDN_NOTE = (
-    "whylogs' interactive report (it loads its scripts from public CDNs: without internet access it stays blank; "
-    "the tables above are complete on their own)"
+    "whylogs' interactive report: it loads its scripts and fonts from public CDNs, so it is loaded only when you "
+    "ask, and needs internet access (the tables above are complete on their own)"
 )
 
 
@@ -62,10 +62,20 @@ def _header(title: str, lines: Sequence[str]) -> str:
     return f"{_STYLE}<div class='fct-wl'><h3 style='margin-top:0'>{escape(title)}</h3>{body}"
 
 
+# whylogs' report sits in a <template>, which a browser keeps inert (no script runs, no frame loads,
+# nothing is requested) until the button copies it into the page.
+_LOAD_ON_DEMAND = "this.parentNode.appendChild(this.nextElementSibling.content.cloneNode(true));this.remove()"
+
+
 def _footer(interactive_html: str | None) -> str:
     if not interactive_html:
         return "</div>"
-    return f"<details><summary class='muted'>{escape(_CDN_NOTE)}</summary>{interactive_html}</details></div>"
+    return (
+        f"<details><summary class='muted'>{escape(_CDN_NOTE)}</summary>"
+        f'<button type="button" onclick="{_LOAD_ON_DEMAND}">'
+        "Load the interactive report (needs internet access)</button>"
+        f"<template>{interactive_html}</template></details></div>"
+    )
 
 
 def profile_summary_html(
