@@ -23,10 +23,16 @@ _STYLE = (
 
 
 _FRAME_HEIGHT = 480
-# The report's own page decides its height: the frame grows or shrinks to it once loaded (a srcdoc
-# frame is same-origin), instead of a fixed height that left a large blank area under short reports.
+# The report's own page decides the frame's height (a srcdoc frame is same-origin): measured from its
+# body, and again whenever that changes, so a report in a tab that was hidden when it loaded (as in
+# flytekit's deck page) still fits once shown, and a short report leaves no blank band. The count
+# bounds a page whose body follows the frame's height.
 _FIT_TO_CONTENT = (
-    "try{this.style.height=Math.max(240,this.contentDocument.documentElement.scrollHeight+16)+'px'}catch(e){}"
+    "try{var f=this,w=f.contentWindow,b=w.document.body,n=0;"
+    "var fit=function(){var s=w.getComputedStyle(b),"
+    "h=Math.ceil(b.getBoundingClientRect().height+parseFloat(s.marginTop)+parseFloat(s.marginBottom));"
+    "if(h>0&&Math.abs(h-f.clientHeight)>1&&n++<50){f.style.height=Math.max(120,h)+'px'}};"
+    "fit();new w.ResizeObserver(fit).observe(b)}catch(e){}"
 )
 KIND_NAMES = {"temporal_flamegraph": "temporal flame graph", "flamegraph": "flame graph", "table": "table"}
 """How decks and notes name each kind of report."""
