@@ -763,7 +763,7 @@ class Session(Generic[HandleT]):
         if frame is None:
             state = self._open_state(_Origin.of(source))
             self._publish(state)
-            frame = self._push(state, caller)
+            frame = self._push(state, caller, owner=True, scope=_flyte.task_scope())
         return frame
 
     async def _enter_async(self, caller: int, source: FrameType | Callable[..., Any]) -> _Frame:
@@ -775,7 +775,7 @@ class Session(Generic[HandleT]):
                 opening, if_cancelled=lambda opened: self._close_now(opened, asyncio.CancelledError())
             )
             self._publish(state)
-            frame = self._push(state, caller)
+            frame = self._push(state, caller, owner=True, scope=_flyte.task_scope())
         return frame
 
     def _exit_sync(self, frame: _Frame, exc: BaseException | None) -> None:
@@ -806,8 +806,7 @@ class Session(Generic[HandleT]):
                 return self._push(frame.state, caller, owner=False, scope=scope)
         return None
 
-    def _push(self, state: _OpenState, caller: int, *, owner: bool = True, scope: int | None = -1) -> _Frame:
-        scope = _flyte.task_scope() if scope == -1 else scope
+    def _push(self, state: _OpenState, caller: int, *, owner: bool, scope: int | None) -> _Frame:
         frame = _Frame(self.key, state, self, owner, caller, scope)
         _ACTIVE.set((*_ACTIVE.get(), frame))
         with self._entered_lock:
