@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 __all__ = ["RunInfo"]
 
@@ -20,3 +20,12 @@ class RunInfo:
     local_path: str | None = None
     sync_command: str | None = None
     failed: bool = False
+    series: Mapping[str, Sequence[tuple[float, float]]] = field(default_factory=dict)
+    """Every logged scalar series by name: its ``(step, value)`` points, in logging order."""
+    config: Mapping[str, str] = field(default_factory=dict)
+    """The run's config or parameters, flattened to ``a/b`` keys, values as text."""
+    tags: Sequence[str] = ()
+    status: str | None = None
+    """How the run ended, in words ("finished", "failed with ValueError"); None: from ``failed``."""
+    note: str | None = None
+    """Why logged values are missing from the card (not kept locally, not readable), if they are."""

@@ -85,7 +85,8 @@ def wandb_decks(isolated: Path) -> dict[str, str]:
         import wandb
 
         with wandb_session(project=PROJECT, name=RUN_NAME, mode="offline"):
-            wandb.log({METRIC: 0.25})
+            for step in range(60):  # a training loop's loss curve
+                wandb.log({METRIC: 1.0 / (1 + step) + 0.02 * (step % 5)})
         pages.update(_decks())
 
     train()
@@ -196,10 +197,13 @@ def test_the_wandb_card_shows_the_run_and_how_to_upload_it(
     assert f"Upload it with:\nwandb sync {run_dir}" in text, text
 
 
-@pytest.mark.xfail(reason="issue 14: the run card does not show logged metrics yet", raises=AssertionError)
-def test_the_wandb_card_names_the_logged_metric(browser: web.Browser, wandb_decks: dict[str, str]) -> None:
+def test_the_wandb_card_shows_the_logged_metric_with_a_chart(browser: web.Browser, wandb_decks: dict[str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
     browser.open("wandb-metric", web.page(wandb_decks[f"Weights & Biases: {RUN_NAME}"]))
     assert METRIC in visible_text(browser)
+    charts = browser.driver.find_elements(By.CSS_SELECTOR, "svg")
+    assert len(charts) == 1 and charts[0].size["width"] > 0  # one logged series, one chart on screen
 
 
 # ---------------------------------------------------------------------------------------- memray

@@ -28,9 +28,11 @@ import contextlib
 import copy
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import threading
+import zipfile
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -554,6 +556,8 @@ class CometSession(
             local_path=str(archive) if archive is not None else None,
             sync_command=f"comet upload {archive}" if archive is not None else None,
             failed=error is not None,
+            status=f"failed with {type(error).__name__}" if error is not None else "finished",
+            **_logged(handle, archive, plan.mode),
         )
 
     @staticmethod
@@ -564,6 +568,65 @@ class CometSession(
         if not directory or not callable(name_of):
             return None
         return Path(directory) / str(name_of())
+
+
+def _read_archive(path: Path) -> tuple[dict[str, list[tuple[float, float]]], dict[str, str], list[str]]:
+    """The metric series, user parameters and tags an offline experiment's archive records."""
+    with zipfile.ZipFile(path) as archive:
+        experiment = json.loads(archive.read("experiment.json"))
+        names = set(archive.namelist())
+        messages = archive.read("messages.json").decode() if "messages.json" in names else ""
+    series: dict[str, list[tuple[float, float]]] = {}
+    parameters: dict[str, str] = {}
+    for line in messages.splitlines():
+        if not line.strip():
+            continue
+        message = json.loads(line)
+        payload = message.get("payload") or {}
+        if message.get("type") == "metric_msg":
+            metric = payload.get("metric") or {}
+            name, value = metric.get("metricName"), _number(metric.get("metricValue"))
+            if not isinstance(name, str) or value is None:
+                continue
+            points = series.setdefault(name, [])
+            step = _number(metric.get("step"))
+            points.append((float(len(points)) if step is None else step, value))
+        elif message.get("type") == "parameter_msg":
+            param = payload.get("param") or {}
+            name = param.get("paramName")
+            if isinstance(name, str) and param.get("source") != "auto-logged":
+                value = param.get("paramValue")
+                parameters[name] = value if isinstance(value, str) else json.dumps(value, default=str)
+    tags = [str(tag) for tag in experiment.get("tags") or ()]
+    return series, parameters, tags
+
+
+def _number(value: Any) -> float | None:
+    """A finite or non-finite number from a metric message (Comet may send numbers as text)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _logged(handle: CometExperiment, archive: Path | None, mode: str) -> dict[str, Any]:
+    """What was logged, as RunInfo fields, read from the offline archive once the experiment ended."""
+    if mode != "offline":
+        tags: list[str] = []
+        with contextlib.suppress(Exception):
+            tags = [str(tag) for tag in handle.get_tags()]
+        return {"tags": tags, "note": "Comet keeps no local copy of what was logged online: see the experiment's page"}
+    if not getattr(handle, "ended", False):
+        return {}
+    try:
+        if archive is None:
+            raise FileNotFoundError("no offline archive")
+        series, parameters, tags = _read_archive(archive)
+    except Exception as error:  # the deck still shows the experiment
+        return {"note": f"The logged values could not be read ({type(error).__name__})"}
+    return {"series": series, "config": parameters, "tags": tags}
 
 
 comet_session = CometSession

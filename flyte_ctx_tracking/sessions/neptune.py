@@ -336,11 +336,84 @@ class NeptuneSession(
             local_path=local_path,
             sync_command=sync,
             failed=error is not None,
+            status=f"failed with {type(error).__name__}" if error is not None else "finished",
+            **_logged(data_path, plan.mode),
         )
 
     def _log_metrics(self, handle: Run, metrics: Mapping[str, float | int]) -> None:
         for name, value in metrics.items():
             handle[name].append(value)
+
+
+_SERIES_CLEAR = frozenset({"ClearFloatLog", "ClearStringLog", "ClearImageLog"})
+_TAGS = ["sys", "tags"]
+# Fields that describe the run to Neptune itself, not its config; a traceback is too long for a card.
+_NOT_CONFIG = ("sys/", "monitoring/", "source_code/", "flyte/error/traceback")
+
+
+def _log_number(path: Path) -> int:
+    match = re.search(r"(\d+)", path.stem)
+    return int(match.group(1)) if match else 0
+
+
+def _read_operations(folder: Path) -> tuple[dict[str, list[tuple[float, float]]], dict[str, str], list[str]]:
+    """The float series, assigned fields and tags of the operations queued in ``folder``'s
+    ``data-*.log`` files (one JSON ``{"obj": operation, "version": n}`` a line)."""
+    entries: list[tuple[int, dict[str, Any]]] = []
+    for log in sorted(folder.glob("data-*.log"), key=_log_number):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                entries.append((int(entry.get("version", 0)), entry["obj"]))
+    entries.sort(key=lambda entry: entry[0])
+    series: dict[str, list[tuple[float, float]]] = {}
+    fields: dict[str, str] = {}
+    tags: dict[str, None] = {}
+    for _, operation in entries:
+        kind, path = operation.get("type", ""), operation.get("path") or []
+        name = "/".join(str(part) for part in path)
+        if kind == "LogFloats":
+            points = series.setdefault(name, [])
+            for value in operation.get("values") or ():
+                step = value.get("step")
+                number = value.get("value")
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    points.append(
+                        (float(step) if isinstance(step, (int, float)) else float(len(points)), float(number))
+                    )
+        elif kind in _SERIES_CLEAR:
+            series.pop(name, None)
+        elif kind.startswith("Assign") and "value" in operation:
+            value = operation["value"]
+            fields[name] = value if isinstance(value, str) else json.dumps(value, default=str)
+        elif kind == "DeleteAttribute":
+            fields.pop(name, None)
+        elif path == _TAGS and kind == "AddStrings":
+            tags.update(dict.fromkeys(str(tag) for tag in operation.get("values") or ()))
+        elif path == _TAGS and kind == "RemoveStrings":
+            for tag in operation.get("values") or ():
+                tags.pop(str(tag), None)
+        elif path == _TAGS and kind == "ClearStringSet":
+            tags.clear()
+    config = {key: value for key, value in fields.items() if not key.startswith(_NOT_CONFIG)}
+    # The user's series first, Neptune's hardware monitoring after them.
+    ordered = sorted((key for key, points in series.items() if points), key=lambda key: key.startswith("monitoring/"))
+    return {key: series[key] for key in ordered}, config, list(tags)
+
+
+def _logged(data_path: object, mode: str) -> dict[str, Any]:
+    """What was logged, as RunInfo fields, read from the run's operation log (offline) or from the
+    operations async mode still has queued on disk (online); a note when there is none."""
+    try:
+        folder = Path(str(data_path)) if data_path is not None else None
+        if folder is None or not folder.is_dir() or not any(folder.glob("data-*.log")):
+            if mode == "online":
+                return {"note": "Neptune keeps no local copy of what was uploaded online: see the run's page"}
+            raise FileNotFoundError("no operation log")
+        series, config, tags = _read_operations(folder)
+    except Exception as error:  # the deck still shows the run
+        return {"note": f"The logged values could not be read ({type(error).__name__})"}
+    return {"series": series, "config": config, "tags": tags}
 
 
 neptune_session = NeptuneSession

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -362,6 +363,8 @@ class WandbSession(
             local_path=sync_dir,
             sync_command=_sync_command(sync_dir, handle.id, plan) if sync_dir else None,
             failed=error is not None,
+            status=f"failed with {type(error).__name__}" if error is not None else "finished",
+            **_logged(handle),
         )
 
 
@@ -501,6 +504,123 @@ def _tail_has_exit_record(path: Path) -> bool | None:
                 return True
             pieces = None
     return False
+
+
+_MAX_RECORD_BYTES = 64 * 1024 * 1024  # a longer "record" is a corrupt length: stop reading there
+
+
+def _log_records(path: Path) -> Iterator[Any]:
+    """Every record of a ``run-*.wandb`` transaction log, in order; stops at the first torn record."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    if data[: len(_LOG_HEADER)] != _LOG_HEADER:
+        raise ValueError(f"{path} is not a W&B transaction log")
+    offset = _LOG_HEADER_SIZE
+    pieces: list[bytes] | None = None
+    while offset + _CHUNK.size <= len(data):
+        room = _LOG_BLOCK - offset % _LOG_BLOCK
+        if room < _CHUNK.size:  # block trailer
+            offset += room
+            continue
+        checksum, length, kind = _CHUNK.unpack_from(data, offset)
+        if checksum == 0 and length == 0 and kind == 0:  # preallocated, never written
+            return
+        payload = data[offset + _CHUNK.size : offset + _CHUNK.size + length]
+        if len(payload) < length:  # still being written
+            return
+        offset += _CHUNK.size + length
+        if kind in (1, 2):
+            pieces = [payload]
+        elif kind in (3, 4) and pieces is not None:
+            pieces.append(payload)
+            if sum(map(len, pieces)) > _MAX_RECORD_BYTES:
+                return
+        else:
+            pieces = None
+            continue
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(pieces))
+            pieces = None
+            yield record
+
+
+def _item_key(item: Any) -> str:
+    return "/".join(item.nested_key) if item.nested_key else str(item.key)
+
+
+def _scalar(item: Any) -> float | None:
+    """The number a history item holds (None for text, media, tables...)."""
+    value: Any = None
+    try:
+        if item.HasField("integer") or item.HasField("number"):  # typed fields of newer clients
+            value = item.integer if item.HasField("integer") else item.number
+        else:
+            value = json.loads(item.json if item.HasField("json") else item.value_json)
+    except ValueError:  # not a field of this client's protocol, or not JSON
+        try:
+            value = json.loads(item.value_json)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _flatten(value: Any, prefix: str, into: dict[str, str]) -> None:
+    if isinstance(value, Mapping) and value:
+        for key, child in value.items():
+            _flatten(child, f"{prefix}/{key}" if prefix else str(key), into)
+    else:
+        into[prefix] = value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _read_run_log(path: Path) -> tuple[dict[str, list[tuple[float, float]]], dict[str, str], list[str]]:
+    """The scalar series, flattened config (W&B's own ``_wandb`` entry left out) and tags a run's
+    transaction log records."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    config: dict[str, Any] = {}
+    tags: list[str] = []
+    for record in _log_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            tags = list(record.run.tags)
+            for item in record.run.config.update:
+                config[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in record.config.update:
+                config[_item_key(item)] = json.loads(item.value_json)
+            for item in record.config.remove:
+                config.pop(_item_key(item), None)
+        elif kind == "history":
+            items = {_item_key(item): item for item in record.history.item}
+            step_item = items.get("_step")
+            step = _scalar(step_item) if step_item is not None else None
+            if step is None:
+                step = float(record.history.step.num)
+            for key, item in items.items():
+                if key.startswith("_"):
+                    continue
+                value = _scalar(item)
+                if value is not None:
+                    series.setdefault(key, []).append((step, value))
+    flat: dict[str, str] = {}
+    _flatten({key: value for key, value in config.items() if key != "_wandb"}, "", flat)
+    return series, flat, tags
+
+
+def _logged(handle: Run) -> dict[str, Any]:
+    """What the run's transaction log holds, as RunInfo fields; a note instead when unreadable."""
+    try:
+        settings = handle.settings
+        if getattr(settings, "x_skip_transaction_log", False):
+            return {"note": "W&B was told to keep no transaction log: see the run's page for what was logged"}
+        path = Path(str(settings.sync_file))
+        series, config, tags = _read_run_log(path)
+    except Exception as error:  # the deck still shows the run
+        return {"note": f"The logged values could not be read ({type(error).__name__})"}
+    return {"series": series, "config": config, "tags": tags}
 
 
 def _wait_for_exit_record(path: Path, *, timeout: float) -> bool:
