@@ -461,8 +461,6 @@ def _tail_has_exit_record(path: Path) -> bool | None:
 
     None when the file is missing or not a log this reader knows (then nobody should wait for it).
     """
-    from wandb.proto import wandb_internal_pb2
-
     try:
         with path.open("rb") as file:
             header = file.read(_LOG_HEADER_SIZE)
@@ -476,50 +474,30 @@ def _tail_has_exit_record(path: Path) -> bool | None:
         return False  # created, not written yet
     if header[: len(_LOG_HEADER)] != _LOG_HEADER:
         return None
-    offset = _LOG_HEADER_SIZE if start == 0 else 0
-    pieces: list[bytes] | None = None
-    while offset + _CHUNK.size <= len(data):
-        room = _LOG_BLOCK - (start + offset) % _LOG_BLOCK
-        if room < _CHUNK.size:  # block trailer
-            offset += room
-            continue
-        _, length, kind = _CHUNK.unpack_from(data, offset)
-        payload = data[offset + _CHUNK.size : offset + _CHUNK.size + length]
-        offset += _CHUNK.size + length
-        if kind in (1, 2):
-            pieces = [payload]
-        elif kind in (3, 4) and pieces is not None:
-            pieces.append(payload)
-        else:
-            pieces = None
-            continue
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            try:
-                record.ParseFromString(b"".join(pieces))
-            except Exception:  # a torn or partial record: keep scanning
-                pieces = None
-                continue
-            if record.HasField("exit"):
-                return True
-            pieces = None
-    return False
+    return any(record.HasField("exit") for record in _records_in(data, start))
 
 
 _MAX_RECORD_BYTES = 64 * 1024 * 1024  # a longer "record" is a corrupt length: stop reading there
 
 
 def _log_records(path: Path) -> Iterator[Any]:
-    """Every record of a ``run-*.wandb`` transaction log, in order; stops at the first torn record."""
-    from wandb.proto import wandb_internal_pb2
-
+    """Every record of a ``run-*.wandb`` transaction log, in order."""
     data = path.read_bytes()
     if data[: len(_LOG_HEADER)] != _LOG_HEADER:
         raise ValueError(f"{path} is not a W&B transaction log")
-    offset = _LOG_HEADER_SIZE
+    yield from _records_in(data, 0)
+
+
+def _records_in(data: bytes, start: int) -> Iterator[Any]:
+    """The complete records in ``data``: a log's bytes from file offset ``start`` (0, or a block boundary,
+    where a record may begin mid-way: its pieces are skipped). Stops where the log is still being
+    written; a torn record is skipped."""
+    from wandb.proto import wandb_internal_pb2
+
+    offset = _LOG_HEADER_SIZE if start == 0 else 0
     pieces: list[bytes] | None = None
     while offset + _CHUNK.size <= len(data):
-        room = _LOG_BLOCK - offset % _LOG_BLOCK
+        room = _LOG_BLOCK - (start + offset) % _LOG_BLOCK
         if room < _CHUNK.size:  # block trailer
             offset += room
             continue
@@ -541,8 +519,12 @@ def _log_records(path: Path) -> Iterator[Any]:
             continue
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
-            record.ParseFromString(b"".join(pieces))
-            pieces = None
+            try:
+                record.ParseFromString(b"".join(pieces))
+            except Exception:  # a torn or partial record: keep scanning
+                continue
+            finally:
+                pieces = None
             yield record
 
 
