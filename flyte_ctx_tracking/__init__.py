@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # for type checkers; tests check this list against the regist
     )
     from .sessions.comet import CometSession, _comet_ml_login_class, comet_ml_login, comet_session
     from .sessions.memray import AllocationSite, MemrayCapture, memray_profile, memray_profiling
+    from .sessions.mlflow import MlflowSession, mlflow_autolog, mlflow_run, mlflow_session
     from .sessions.neptune import NeptuneSession, _neptune_init_run_class, neptune_init_run, neptune_session
     from .sessions.wandb import WandbSession, wandb_init, wandb_session
     from .sessions.whylogs import (

@@ -36,6 +36,8 @@ from flyte_ctx_tracking import (
     comet_session,
     memray_profile,
     memray_profiling,
+    mlflow_run,
+    mlflow_session,
     neptune_init_run,
     neptune_session,
     wandb_init,
@@ -286,6 +288,42 @@ def _neptune_read_back(root: Path) -> list[Recorded]:
     return found
 
 
+_MLFLOW_STEPS: dict[str, int] = {}
+
+
+def _mlflow_log(handle: Any, value: int) -> None:
+    if isinstance(handle, NullRun):
+        return
+    import mlflow
+
+    # Through the fluent API, as user code logs: it must find the block's own run.
+    run_id = mlflow.active_run().info.run_id
+    if run_id != handle.info.run_id:
+        raise AssertionError(f"mlflow.active_run() is {run_id}, not the block's run {handle.info.run_id}")
+    step = _MLFLOW_STEPS[run_id] = _MLFLOW_STEPS.get(run_id, -1) + 1
+    mlflow.log_metric(PROBE_KEY, value, step=step)
+
+
+def _mlflow_read_back(root: Path) -> list[Recorded]:
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    found = []
+    for store in sorted(root.rglob("mlflow.db")):
+        client = MlflowClient(f"sqlite:///{store}")
+        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+        for run in client.search_runs(experiments, run_view_type=ViewType.ALL, order_by=["attributes.start_time"]):
+            if "flyte_ctx_tracking.execution_parent" in run.data.tags:
+                continue
+            history = sorted(client.get_metric_history(run.info.run_id, PROBE_KEY), key=lambda metric: metric.step)
+            status = run.info.status
+            finished = status in ("FINISHED", "FAILED", "KILLED")
+            failed = status != "FINISHED" if finished else None
+            values = tuple(metric.value for metric in history)
+            found.append(Recorded(values, finished=finished, failed=failed, where=f"{store}#{run.info.run_id}"))
+    return found
+
+
 # ------------------------------------------------------------------------------------ profilers
 
 # memray records allocations, not values: a value is an allocation of a size that encodes it.
@@ -456,6 +494,18 @@ PROBES: dict[str, Probe] = {
             read_back=_neptune_read_back,
             is_active=_is_tracking,
             broken=functools.partial(_folder_taken_by_a_file, name=".neptune"),  # type: ignore[arg-type]
+            deck_says_failed=_run_card_says_failed,
+            defaults=_OFFLINE,
+        ),
+        Probe(
+            kind="mlflow",
+            session=mlflow_session,
+            shortcut=mlflow_run,
+            log=_mlflow_log,
+            read_back=_mlflow_read_back,
+            is_active=_is_tracking,
+            # A store that is no database: MLflow cannot open it.
+            broken=functools.partial(_folder_taken_by_a_file, name="mlflow.db"),  # type: ignore[arg-type]
             deck_says_failed=_run_card_says_failed,
             defaults=_OFFLINE,
         ),
