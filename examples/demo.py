@@ -25,6 +25,7 @@ from flytekit import workflow
 from parts.comet import comet_part
 from parts.context import context_part
 from parts.memray import memray_part
+from parts.mlflow import mlflow_part
 from parts.neptune import neptune_part
 from parts.wandb import wandb_part
 from parts.whylogs import whylogs_part
@@ -47,9 +48,17 @@ class _DeckPaths(logging.Handler):
 
 
 @workflow
-def demo() -> tuple[str, str, str, str, str, str]:
+def demo() -> tuple[str, str, str, str, str, str, str]:
     """The parts, one task each."""
-    return context_part(), wandb_part(), comet_part(), neptune_part(), memray_part(), whylogs_part()
+    return (
+        context_part(),
+        wandb_part(),
+        comet_part(),
+        neptune_part(),
+        mlflow_part(),
+        memray_part(),
+        whylogs_part(),
+    )
 
 
 def main() -> None:

@@ -27,10 +27,19 @@ def test_the_demo_runs_offline_and_reports_every_integration(tmp_path: Path) -> 
     assert "wandb sync" in out
     assert "comet upload" in out
     assert "neptune sync" in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
     assert "profiled section 'join'" in out
     assert "whylogs: profile 'transactions'" in out
-    for part in ("context_part", "wandb_part", "comet_part", "neptune_part", "memray_part", "whylogs_part"):
+    for part in (
+        "context_part",
+        "wandb_part",
+        "comet_part",
+        "neptune_part",
+        "mlflow_part",
+        "memray_part",
+        "whylogs_part",
+    ):
         assert f"deck of {part}: " in out
     written = {path.name for path in (tmp_path / "demo").iterdir()}
-    assert {"wandb", "comet", "neptune", "memray", "whylogs"} <= written
+    assert {"wandb", "comet", "neptune", "mlflow", "memray", "whylogs"} <= written
     assert not (tmp_path / "wandb").exists()  # nothing in the current directory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -101,7 +102,14 @@ def _empty_store_template() -> Path:
             from mlflow import MlflowClient
 
             path = Path(tempfile.mkdtemp(prefix="flyte-ctx-tracking-mlflow-")) / STORE_FILE
-            MlflowClient(_sqlite_uri(path)).search_experiments()
+            # MLflow announces creating its tables at INFO: an implementation detail of ours here.
+            announcer = logging.getLogger("mlflow.store.db.utils")
+            level = announcer.level
+            announcer.setLevel(logging.WARNING)
+            try:
+                MlflowClient(_sqlite_uri(path)).search_experiments()
+            finally:
+                announcer.setLevel(level)
             _template["path"] = path
         return _template["path"]
 
