@@ -138,7 +138,13 @@ class RunGuard:
         return result
 
     def _failed(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], error: Exception) -> Any:
-        """Go offline the first time the server fails (said once), or give up the call (said once)."""
+        """Go offline the first time the server fails (said once), or give up the call (said once).
+
+        With ``on_error="raise"`` every failed call raises :class:`TrackingError` and nothing goes
+        offline, as a failed start raises instead of falling back."""
+        if self.on_error == "raise":
+            self.failure = self.failure or error
+            raise TrackingError(self.describe(self, error)) from error
         with self._lock:
             switched = False
             if self.offline is None and self.failure is None and self.continue_offline is not None:
