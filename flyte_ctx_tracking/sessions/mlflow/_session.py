@@ -94,24 +94,45 @@ _TEMPLATE_LOCK = threading.Lock()
 _template: dict[str, Path] = {}
 
 
-def _empty_store_template() -> Path:
-    """A migrated, empty SQLite store, made once per process: creating MLflow's tables takes seconds,
-    copying a file takes milliseconds."""
-    with _TEMPLATE_LOCK:
-        if "path" not in _template:
-            from mlflow import MlflowClient
+def _template_cache() -> Path:
+    """Where a user's migrated empty store is kept between processes, per MLflow version."""
+    import mlflow
 
-            path = Path(tempfile.mkdtemp(prefix="flyte-ctx-tracking-mlflow-")) / STORE_FILE
-            # MLflow announces creating its tables at INFO: an implementation detail of ours here.
-            announcer = logging.getLogger("mlflow.store.db.utils")
-            level = announcer.level
-            announcer.setLevel(logging.WARNING)
-            try:
-                MlflowClient(_sqlite_uri(path)).search_experiments()
-            finally:
-                announcer.setLevel(level)
-            _template["path"] = path
-        return _template["path"]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flyte-ctx-tracking"
+    return root / f"mlflow-{mlflow.__version__}-{STORE_FILE}"
+
+
+def _empty_store_template() -> Path:
+    """A migrated, empty SQLite store: creating MLflow's tables takes seconds, copying a file takes
+    milliseconds. Made once per MLflow version and user (kept in the user's cache folder when it is
+    writable, else once per process)."""
+    with _TEMPLATE_LOCK:
+        if "path" in _template:
+            return _template["path"]
+        with suppress(OSError):
+            cached = _template_cache()
+            if cached.is_file() and cached.stat().st_size > 0:
+                _template["path"] = cached
+                return cached
+        from mlflow import MlflowClient
+
+        path = Path(tempfile.mkdtemp(prefix="flyte-ctx-tracking-mlflow-")) / STORE_FILE
+        # MLflow announces creating its tables at INFO: an implementation detail of ours here.
+        announcer = logging.getLogger("mlflow.store.db.utils")
+        level = announcer.level
+        announcer.setLevel(logging.WARNING)
+        try:
+            MlflowClient(_sqlite_uri(path)).search_experiments()
+        finally:
+            announcer.setLevel(level)
+        _template["path"] = path
+        with suppress(OSError):  # a read-only home: the next process migrates again, no more
+            cached = _template_cache()
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            staged = cached.with_name(f".{cached.name}.{os.getpid()}")
+            shutil.copyfile(path, staged)
+            staged.replace(cached)
+        return path
 
 
 def local_store(directory: Path) -> Path:
