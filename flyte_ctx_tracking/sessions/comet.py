@@ -513,6 +513,10 @@ class CometSession(
             raise
         return experiment
 
+    def _offline_data(self, handle: CometExperiment, plan: OpenPlan) -> list[tuple[Path, str]]:
+        archive = self.archive_path(handle) if plan.mode == "offline" else None  # what `comet upload` takes
+        return [(archive, archive.name)] if archive is not None and archive.is_file() else []
+
     def _close(self, handle: CometExperiment, plan: OpenPlan, error: BaseException | None) -> None:
         try:
             if error is None:

@@ -285,6 +285,14 @@ class NeptuneSession(
     def _handle_scope(self, handle: Run, plan: OpenPlan) -> AbstractContextManager[None]:
         return _flyte.published_in_context(FLYTEKIT_ATTR, handle)
 
+    def _offline_data(self, handle: Run, plan: OpenPlan) -> list[tuple[Path, str]]:
+        data_path = getattr(getattr(handle, "_op_processor", None), "data_path", None)
+        if plan.mode != "offline" or data_path is None or not Path(str(data_path)).is_dir():
+            return []
+        folder = Path(str(data_path))
+        # `neptune sync --path P` finds runs at P/.neptune/offline/run__*: the layout is kept.
+        return [(folder, f"{NEPTUNE_DATA_FOLDER}/offline/{folder.name}")]
+
     def _close(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> None:
         try:
             if error is not None:

@@ -330,6 +330,10 @@ class WandbSession(
         _make_global_if_free(run)
         return run
 
+    def _offline_data(self, handle: Run, plan: OpenPlan) -> list[tuple[Path, str]]:
+        folder = Path(str(handle.sync_dir))  # `offline-run-<time>-<id>`: what `wandb sync` takes
+        return [(folder, folder.name)] if plan.mode == "offline" and folder.is_dir() else []
+
     def _close(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> None:
         settings = handle.settings
         sync_file = None if getattr(settings, "x_skip_transaction_log", False) else Path(str(settings.sync_file))
