@@ -506,6 +506,10 @@ class Session(Generic[HandleT]):
     named_after_function: ClassVar[bool] = False
     """Whether a decorated function names an unnamed session (profilers: ``name``)."""
     works_without_directory: ClassVar[bool] = False
+    telemetry_off: ClassVar[Mapping[str, str]] = {}
+    """The backend's own phone-home switches (environment variables), set before a session that is
+    not online opens (a user's own value wins). The backends read them when they are imported or
+    start their helper process, so they hold for the rest of the process."""
     """Whether the session still opens when its data directory cannot be created (it works in
     memory, and only saving fails: whylogs' constraints are judged all the same)."""
     deck: bool = True
@@ -1033,6 +1037,8 @@ class Session(Generic[HandleT]):
             function=origin.function if origin is not None else None,
             copy_to=_preserve.copy_destination(self.offline_copy, context, self.kind, by_default=self.tracks_runs),
         )
+        if plan.mode != "online":
+            self._quiet_telemetry()
         try:
             handle = self._open_within_deadline(plan) if plan.mode == "online" else self._open(plan)
         except Exception as error:
@@ -1044,6 +1050,7 @@ class Session(Generic[HandleT]):
             # One warning in all, the offline one, says why going online failed.
             reason = f"going online failed ({self._describe_failure(error, secrets)})"
             plan = replace(plan, mode="offline", fallback_reason=reason, after_online_failure=True)
+            self._quiet_telemetry()
             try:
                 handle = self._open(plan)
             except Exception as offline_error:
@@ -1058,6 +1065,10 @@ class Session(Generic[HandleT]):
                 self._close(handle, plan, None)
             raise
         return _OpenState(handle, plan, origin)
+
+    def _quiet_telemetry(self) -> None:
+        for name, value in self.telemetry_off.items():
+            os.environ.setdefault(name, value)
 
     def _online_deadline(self) -> float:
         if self.online_timeout is not None:

@@ -206,6 +206,7 @@ class MlflowSession(
 
     credential_name: ClassVar[str] = "tracking URI"
     credential_sources: ClassVar[str] = "MLFLOW_TRACKING_URI is not set"
+    telemetry_off: ClassVar[Mapping[str, str]] = {"MLFLOW_DISABLE_TELEMETRY": "true"}
     named_after_function: ClassVar[bool] = True
     experiment_name: str | None
     tracking_uri: str | None
