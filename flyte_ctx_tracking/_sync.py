@@ -171,14 +171,16 @@ def sync(
     # Every key is settled before the first upload: a backend without one is said once, and never
     # reaches the network.
     targets: dict[str, UploadTarget] = {}
+    missing: dict[str, str] = {}
     for kind in dict.fromkeys(run.kind for run in pending):
         target = _target(sessions[kind], (key_files or {}).get(kind), (options or {}).get(kind, {}))
         if isinstance(target, str):
             count = sum(run.kind == kind for run in pending)
-            out.print(f"[bold]{sessions[kind].display_name}[/]: {target}: its {count} offline run(s) are not uploaded")
+            out.print(f"{sessions[kind].display_name}: {target}: its {count} offline run(s) are not uploaded")
+            missing[kind] = target
         else:
             targets[kind] = target
-    results.extend(_upload_all(pending, sessions, targets, record, out))
+    results.extend(_upload_all(pending, sessions, targets, missing, record, out))
     order = {id(run): index for index, run in enumerate(found)}
     results.sort(key=lambda result: order[id(result.run)])
     _print_table(results, root, out, dry_run=dry_run)
@@ -203,6 +205,7 @@ def _upload_all(
     pending: list[OfflineRun],
     sessions: Mapping[str, TrackingSession[Any]],
     targets: Mapping[str, UploadTarget],
+    missing: Mapping[str, str],
     record: _Record,
     out: Console,
 ) -> Iterator[SyncResult]:
@@ -220,7 +223,7 @@ def _upload_all(
         overall = progress.add_task("all runs", total=len(uploadable) or 1, completed=0 if uploadable else 1)
         for run in pending:
             if run.kind not in targets:
-                yield SyncResult(run, NO_KEY, message="no key")
+                yield SyncResult(run, NO_KEY, message=missing.get(run.kind))
                 continue
             session, target = sessions[run.kind], targets[run.kind]
             bar = progress.add_task(f"{session.display_name}: {run.label}", total=1.0)
