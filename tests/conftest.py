@@ -227,3 +227,18 @@ def pod_run(tmp_path: Path) -> PodRunner:
         )
 
     return run
+
+
+# ------------------------------------------------------------------------------ MLflow
+from tests.mlflow_server import MlflowServer, running_server  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` (SQLite backend, a free port on 127.0.0.1), shared by a test module.
+
+    Starting one costs seconds of CPU: the tests that use it carry
+    ``pytest.mark.xdist_group("mlflow_server")`` so that one worker starts it, once.
+    """
+    with running_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server

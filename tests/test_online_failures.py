@@ -62,7 +62,23 @@ def _assert_no_key_anywhere(tmp_path: Path, *texts: str) -> None:
                 assert form.encode() not in data, f"{form} in {path}"
 
 
+def _mlflow_loss(root: Path) -> list[Any]:
+    """The loss of every run in the offline MLflow store."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    store = root / "mlflow" / "mlflow.db"
+    if not store.exists():
+        return []
+    client = MlflowClient(f"sqlite:///{store}")
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(experiments, run_view_type=ViewType.ALL)
+    return [m.value for run in runs for m in client.get_metric_history(run.info.run_id, "loss")]
+
+
 def _logged_loss(backend: str, root: Path) -> list[Any]:
+    if backend == "mlflow":
+        return _mlflow_loss(root)
     if backend == "wandb":
         return [row["loss"] for run in find_runs(root) for row in run.history if "loss" in row]
     if backend == "comet":
@@ -71,7 +87,7 @@ def _logged_loss(backend: str, root: Path) -> list[Any]:
 
 
 @pytest.mark.parametrize("behaviour", BEHAVIOURS)
-@pytest.mark.parametrize("backend", ["wandb", "comet", "neptune"])
+@pytest.mark.parametrize("backend", ["wandb", "comet", "neptune", "mlflow"])
 def test_a_server_that_fails_never_holds_the_block_and_the_data_is_kept_offline(
     backend: str, behaviour: str, tmp_path: Path, _isolated_tracking: Path
 ) -> None:
@@ -86,7 +102,7 @@ def test_a_server_that_fails_never_holds_the_block_and_the_data_is_kept_offline(
     _assert_no_key_anywhere(tmp_path, output, json.dumps(result))
 
 
-@pytest.mark.parametrize("backend", ["wandb", "comet", "neptune"])
+@pytest.mark.parametrize("backend", ["wandb", "comet", "neptune", "mlflow"])
 def test_on_error_raise_reports_a_failed_online_start_without_the_key(
     backend: str, tmp_path: Path, _isolated_tracking: Path
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 from flytekit import task
 from flytekit.core.context_manager import FlyteContextManager
 
-from flyte_ctx_tracking import comet_session, neptune_session, wandb_session
+from flyte_ctx_tracking import comet_session, mlflow_session, neptune_session, wandb_session
 from flyte_ctx_tracking._types import RunInfo
 from flyte_ctx_tracking.decks.run_card import downsample, run_card_html
 
@@ -42,11 +42,27 @@ def _neptune(steps: int, fail: bool) -> None:
             raise ValueError("diverged")
 
 
+def _mlflow(steps: int, fail: bool) -> None:
+    import mlflow
+    from mlflow.entities import Metric
+
+    with mlflow_session("cards", mode="offline", tags={"demo": "yes"}) as run:
+        mlflow.log_params({"lr": 0.01, "optimizer": "adam"})
+        losses = [Metric("loss", 1.0 / (step + 1), step, step) for step in range(steps)]
+        for start in range(0, steps, 1000):  # MLflow's batch limit; one call per step would take minutes
+            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=losses[start : start + 1000])
+        if fail:
+            raise ValueError("diverged")
+
+
 BACKENDS: dict[str, tuple[str, Callable[[int, bool], None], str]] = {
     "wandb": ("Weights & Biases", _wandb, "lr"),
     "comet": ("Comet", _comet, "lr"),
     "neptune": ("Neptune", _neptune, "parameters/lr"),
+    "mlflow": ("MLflow", _mlflow, "lr"),
 }
+# MLflow's tags are name=value pairs; the others' are labels.
+TAG_TEXT = {"mlflow": "demo=yes"}
 
 
 def card(backend: str, steps: int = 200, fail: bool = False) -> str:
@@ -83,8 +99,11 @@ def test_a_training_loop_card_charts_the_loss_and_shows_config_tags_and_status(b
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
     assert cells[-3:] == ["0.005", "0.005", "1"]  # last, min, max
     assert f">{config_key}</th>" in html and "adam" in html
-    assert "<code>demo</code>" in html
-    assert "Recorded offline in" in html and "Upload it with:" in html and "<pre" in html
+    assert f"<code>{TAG_TEXT.get(backend, 'demo')}</code>" in html
+    if backend == "mlflow":  # a local store to browse, not a folder to upload
+        assert "Recorded offline in" in html and "mlflow ui --backend-store-uri sqlite:///" in html
+    else:
+        assert "Recorded offline in" in html and "Upload it with:" in html and "<pre" in html
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
 
 

@@ -43,7 +43,7 @@ def _terminate_inside_a_block(backend: str, tmp_path: Path) -> subprocess.Comple
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-@pytest.mark.parametrize("backend", ["wandb", "comet", "neptune", "whylogs"])
+@pytest.mark.parametrize("backend", ["wandb", "comet", "neptune", "mlflow", "whylogs"])
 def test_sigterm_inside_a_block_closes_the_run_as_terminated_and_keeps_the_data(
     backend: str, tmp_path: Path, _isolated_tracking: Path
 ) -> None:
@@ -62,6 +62,15 @@ def test_sigterm_inside_a_block_closes_the_run_as_terminated_and_keeps_the_data(
         run = only_run(_isolated_tracking)
         assert run.failed and run.series("loss") == [0.5]
         assert "Terminated" in run.value("flyte/error/type")
+    elif backend == "mlflow":
+        from mlflow import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{_isolated_tracking / 'mlflow' / 'mlflow.db'}")
+        (experiment,) = [e for e in client.search_experiments() if e.name == "evicted"]
+        (recorded,) = client.search_runs([experiment.experiment_id])
+        assert recorded.info.status == "KILLED"
+        assert recorded.data.metrics == {"loss": 0.5}
+        assert "Terminated" in recorded.data.tags["flyte.error.type"]
     else:
         from flyte_ctx_tracking.sessions.whylogs._compat import import_whylogs
 

@@ -3,6 +3,9 @@
 Prints one JSON line: whether the block ran, the handle it got, the warnings (with the file they
 point at), and the TrackingError raised, if any. Run by tests/test_online_failures.py in a
 subprocess with a hard time limit.
+
+With a fourth argument ``pause`` (MLflow only), the block logs once, prints ``READY``, waits for a
+line on stdin (the test stops the server meanwhile), then logs more through MLflow's fluent API.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import sys
 import warnings
 
 backend, server, on_error = sys.argv[1:4]
+pause = sys.argv[4:5] == ["pause"]
 key = os.environ["SCENARIO_KEY"]
 os.environ.setdefault("FLYTE_CTX_TRACKING_ONLINE_TIMEOUT", "3")
 
-from flyte_ctx_tracking import TrackingError, comet_session, neptune_session, wandb_session  # noqa: E402
+from flyte_ctx_tracking import TrackingError, comet_session, mlflow_session, neptune_session, wandb_session  # noqa: E402
 
-if backend == "wandb":
+if backend == "mlflow":
+    session = mlflow_session("loopback", tracking_uri=server, secret=lambda: key, on_error=on_error)
+elif backend == "wandb":
     session = wandb_session(project="loopback", secret=lambda: key, api_host=server, on_error=on_error)
 elif backend == "comet":
     os.environ["COMET_URL_OVERRIDE"] = f"{server}/clientlib/"
@@ -35,7 +41,22 @@ with warnings.catch_warnings(record=True) as caught:
         with session as run:
             result["ran"] = True
             result["handle"] = type(run).__name__
-            if backend == "wandb":
+            if backend == "mlflow":
+                import mlflow
+
+                result["run_id"] = run.info.run_id
+                mlflow.log_metric("loss", 0.25, step=0)
+                if pause:
+                    mlflow.log_param("lr", 0.01)
+                    print("READY", flush=True)
+                    sys.stdin.readline()  # the test stopped the server
+                    for step in (1, 2):
+                        mlflow.log_metric("loss", 0.25 / (step + 1), step=step)
+                    mlflow.log_param("batch", 32)
+                    mlflow.set_tag("phase", "after")
+                    result["active_run"] = mlflow.active_run().info.run_id
+                    result["block_done"] = True
+            elif backend == "wandb":
                 run.log({"loss": 0.25})
             elif backend == "comet":
                 run.log_metric("loss", 0.25)

@@ -10,7 +10,7 @@ import time
 
 backend = sys.argv[1]
 
-from flyte_ctx_tracking import comet_session, neptune_session, wandb_session, whylogs_profile  # noqa: E402
+from flyte_ctx_tracking import comet_session, mlflow_session, neptune_session, wandb_session, whylogs_profile  # noqa: E402
 
 if backend == "wandb":
     session = wandb_session(project="evicted", mode="offline")
@@ -18,6 +18,8 @@ elif backend == "comet":
     session = comet_session(project_name="evicted", mode="offline")
 elif backend == "neptune":
     session = neptune_session(project="ml/evicted", mode="offline")
+elif backend == "mlflow":
+    session = mlflow_session("evicted")
 else:
     session = whylogs_profile("evicted")
 
@@ -28,6 +30,10 @@ with session as run:
         run.log_metric("loss", 0.5)
     elif backend == "neptune":
         run["loss"].append(0.5)
+    elif backend == "mlflow":
+        import mlflow
+
+        mlflow.log_metric("loss", 0.5)
     else:
         run.log({"loss": 0.5, "step": 1})
     print("READY", flush=True)

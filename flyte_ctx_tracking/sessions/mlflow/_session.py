@@ -207,7 +207,6 @@ class MlflowSession(
     credential_name: ClassVar[str] = "tracking URI"
     credential_sources: ClassVar[str] = "MLFLOW_TRACKING_URI is not set"
     telemetry_off: ClassVar[Mapping[str, str]] = {"MLFLOW_DISABLE_TELEMETRY": "true"}
-    named_after_function: ClassVar[bool] = True
     experiment_name: str | None
     tracking_uri: str | None
     run_name: str | None
@@ -266,6 +265,12 @@ class MlflowSession(
         framework = self.framework.__name__ if isinstance(self.framework, ModuleType) else self.framework
         return (self.experiment_name, self.tracking_uri, self.run_name, self.run_id, self.parent, framework)
 
+    def _require_backend(self) -> None:
+        super()._require_backend()
+        # Importing MLflow takes seconds in a fresh process (a pod): done here, before the online
+        # deadline starts, so that the deadline bounds the server's answer, not the import.
+        import mlflow.tracking  # noqa: F401
+
     def _configured_uri(self) -> str | None:
         return self.tracking_uri or _fluent.user_tracking_uri()
 
@@ -300,7 +305,8 @@ class MlflowSession(
         context = plan.context
         if context.is_remote and context.execution_name and context.task_name:
             return f"{context.execution_name}.{context.task_name.split('.')[-1]}"
-        return plan.function
+        # A decorated function's own name (``plan.function`` is ``module.qualname``), or None: MLflow's.
+        return plan.function.rsplit(".", 1)[-1] if plan.function else None
 
     def _policy(self, plan: OpenPlan, *, retries: int) -> _store.RequestPolicy | None:
         if plan.mode != "online":
@@ -546,8 +552,13 @@ class MlflowSession(
     def _run_info(self, handle: ActiveRun, plan: OpenPlan, error: BaseException | None) -> RunInfo:
         run_id = handle.info.run_id
         guard = _store.owner(run_id)
-        store = guard.store if guard is not None else None
         offline_store = plan.directory / STORE_FILE
+        store: Any = None
+        if guard is not None:
+            store = guard.store
+        else:  # the run is closed (the deck is made after it ends): read it where it was logged
+            store_uri = self._configured_uri() if plan.mode == "online" else _sqlite_uri(offline_store)
+            store = _store.store_for(store_uri) if store_uri else None
         went_offline = guard is not None and guard.offline is not None
         fields: dict[str, str | None] = {
             "run id": run_id,
