@@ -237,10 +237,8 @@ class WandbSession(
     def _find_offline(cls, root: Path) -> list[OfflineRun]:
         runs = []
         for folder in sorted(root.rglob("offline-run-*")):
-            records = sorted(folder.glob("run-*.wandb"))
-            if folder.is_dir() and records:
-                run_id = records[0].stem.removeprefix("run-")
-                runs.append(OfflineRun("wandb", folder, f"{run_id} ({folder.name})"))
+            if folder.is_dir() and any(folder.glob("run-*.wandb")):
+                runs.append(OfflineRun("wandb", folder, folder.name))
         return runs
 
     def _upload_target(self, key: str | None, options: Mapping[str, str]) -> UploadTarget | str:

@@ -84,7 +84,7 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def upload_offline_run(run: OfflineRun, target: UploadTarget, progress: Progress) -> str | None:
     """Copy one offline run to ``target.options["tracking_uri"]``; return its address in MLflow's UI."""
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunStatus
 
     tracking_uri = target.options["tracking_uri"]
     source = _client(f"sqlite:///{run.path}")
@@ -135,7 +135,10 @@ def upload_offline_run(run: OfflineRun, target: UploadTarget, progress: Progress
         status = offline.info.status if offline.info.status in _TERMINAL else "KILLED"
         if MERGED_TAG not in tags and ONLINE_TWIN_TAG in offline.data.tags and SYNCED_FROM_TAG not in tags:
             server.set_tag(target_id, MERGED_TAG, offline_id)  # last: a merge cut short is done again
-        server.set_terminated(target_id, status=status, end_time=offline.info.end_time)
+        # Through the store: the client's set_terminated prints the run's address, which the table shows.
+        _store.store_for(tracking_uri).update_run_info(
+            target_id, RunStatus.from_string(status), offline.info.end_time, None
+        )
         return _url(tracking_uri, experiment_id, target_id)
 
 
