@@ -31,7 +31,7 @@ from ._session import TrackingSession, describe_exception, tracking_root
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["RECORD_FILE", "SyncResult", "main", "sync"]
+__all__ = ["RECORD_FILE", "SyncResult", "main", "sync_offline_runs"]
 
 RECORD_FILE = ".flyte-ctx-tracking-synced.json"
 """The record of uploaded runs, beside the data synced (in the download cache for a remote prefix)."""
@@ -132,7 +132,7 @@ def _sessions(backends: Sequence[str] | None) -> dict[str, TrackingSession[Any]]
     return {kind: known[kind].session_class() for kind in chosen}
 
 
-def sync(
+def sync_offline_runs(
     source: str | os.PathLike[str] | None = None,
     *,
     backends: Sequence[str] | None = None,
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.mlflow_tracking_uri:
         options.setdefault("mlflow", {})["tracking_uri"] = arguments.mlflow_tracking_uri
     try:
-        results = sync(
+        results = sync_offline_runs(
             arguments.source,
             backends=arguments.backends,
             dry_run=arguments.dry_run,

@@ -56,7 +56,7 @@ def train() -> int:
 def test_an_mlflow_pods_store_leaves_with_it_and_syncs_from_the_prefix(pod_run: PodRunner, tmp_path: Path) -> None:
     import shutil
 
-    from flyte_ctx_tracking._sync import sync
+    from flyte_ctx_tracking import sync_offline_runs
 
     pod = pod_run(MLFLOW_TASK, "train")
     assert pod.returncode == 0, pod.stderr[-3000:]
@@ -65,5 +65,77 @@ def test_an_mlflow_pods_store_leaves_with_it_and_syncs_from_the_prefix(pod_run: 
     shutil.rmtree(pod.workdir)  # the pod is gone
     copied = _copied(durable, "mlflow")
     assert (copied / "mlflow.db").is_file()
-    results = sync(durable, backends=["mlflow"], dry_run=True)
+    results = sync_offline_runs(durable, backends=["mlflow"], dry_run=True)
     assert [(r.run.kind, r.status) for r in results] == [("mlflow", "to upload")]
+
+
+def test_a_copy_that_fails_warns_and_the_task_and_its_local_data_stay(tmp_path: Path) -> None:
+    import warnings
+
+    from flyte_ctx_tracking import TrackingWarning, neptune_session
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with neptune_session(project="ml-team/fraud", mode="offline", offline_copy="/proc/self/no-such/prefix") as run:
+            run["loss"].append(0.5)
+    ours = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
+    assert len(ours) == 1 and "could not copy its data to /proc/self/no-such/prefix" in ours[0], ours
+    assert list((tmp_path / "tracking" / "neptune" / ".neptune" / "offline").glob("run__*"))
+
+
+def test_an_explicit_prefix_receives_the_data_in_a_local_run_too(tmp_path: Path) -> None:
+    from flytekit import task
+
+    from flyte_ctx_tracking import neptune_session
+
+    prefix = tmp_path / "bucket"
+
+    @task(enable_deck=True)
+    def tracked() -> int:
+        with neptune_session(project="ml-team/fraud", mode="offline", offline_copy=str(prefix)) as run:
+            run["loss"].append(0.5)
+        return 1
+
+    assert tracked() == 1
+    copied = list((prefix / "flyte-ctx-tracking").rglob("run__*"))
+    assert len(copied) == 1 and copied[0].parent.name == "offline"
+
+
+TELEMETRY = """
+import os, sys
+SWITCHES = ("WANDB_ERROR_REPORTING", "COMET_ERROR_TRACKING_ENABLE", "MLFLOW_DISABLE_TELEMETRY", "WHYLOGS_NO_ANALYTICS")
+for name in SWITCHES:
+    os.environ.pop(name, None)
+os.environ["COMET_ERROR_TRACKING_ENABLE"] = "yes-mine"  # a user's own value wins
+from flyte_ctx_tracking import comet_session, mlflow_session, wandb_session, whylogs_profile
+with wandb_session(project="p", mode="offline"), comet_session(mode="offline"), mlflow_session("e", mode="offline"):
+    with whylogs_profile("t", interactive=False) as prof:
+        prof.log({"x": 1})
+print("STATE", {name: os.environ.get(name) for name in SWITCHES})
+"""
+
+
+def test_sessions_not_online_turn_off_the_backends_phone_home_unless_the_user_set_it(tmp_path: Path) -> None:
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FLYTE_CTX_TRACKING_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [sys.executable, "-c", TELEMETRY],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = ast.literal_eval(next(line for line in done.stdout.splitlines() if line.startswith("STATE "))[6:])
+    assert state == {
+        "WANDB_ERROR_REPORTING": "false",
+        "COMET_ERROR_TRACKING_ENABLE": "yes-mine",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "WHYLOGS_NO_ANALYTICS": "1",
+    }
