@@ -26,6 +26,7 @@ __all__ = [
     "current_task",
     "deck_titles",
     "decks_enabled",
+    "download",
     "file_writer",
     "is_flyte_secret",
     "is_flyte_task",
@@ -156,6 +157,14 @@ def file_writer() -> Callable[[Path, str], None]:
         access.put_data(str(local), remote, is_multipart=local.is_dir())
 
     return put
+
+
+def download(remote: str, local: Path) -> None:
+    """Copy everything under ``remote`` (a prefix flytekit reads) into the folder ``local``."""
+    from flytekit import FlyteContextManager
+
+    access = FlyteContextManager.current_context().file_access
+    access.get_data(remote.rstrip("/") + "/", str(local), is_multipart=True)
 
 
 def is_flyte_secret(value: object) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _flyte
 from ._offline import OfflineRun, UploadTarget
 from ._registry import integrations
 from ._secrets import redact
@@ -64,13 +65,10 @@ def _is_remote(source: str) -> bool:
 
 def _download(prefix: str) -> Path:
     """A local copy of a remote prefix (a cache folder per prefix, refreshed on every sync)."""
-    from flytekit import FlyteContextManager
-
     cache_root = Path(os.environ.get(CACHE_ENV_VAR) or Path(tempfile.gettempdir()) / "flyte-ctx-tracking-sync")
     folder = cache_root / hashlib.sha256(prefix.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    access = FlyteContextManager.current_context().file_access
-    access.get_data(prefix.rstrip("/") + "/", str(folder / "data"), is_multipart=True)
+    _flyte.download(prefix, folder / "data")
     return folder
 
 
