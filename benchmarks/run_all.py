@@ -1,7 +1,9 @@
 """`make bench`: set up the anchor plugins' venvs (benchmark-only), then run every benchmark once.
 
 The flytekit plugins we compare against are installed only into `benchmarks/.venv-<name>/`, never
-into the project's `.venv`, pinned to the same flytekit and backend versions as ours.
+into the project's `.venv`, pinned to the same flytekit and backend versions as ours. The exception is
+flytekitplugins-mlflow, a dev dependency (a test runs its documented usage), so `bench_mlflow` compares
+in the project's `.venv`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ ANCHOR_VENVS = {
     "comet": ["flytekitplugins-comet-ml", "flytekit==1.16.*", "comet_ml==3.58.*"],
     "neptune": ["flytekitplugins-neptune", "flytekit==1.16.*", "neptune==1.14.*"],
 }
-BENCHMARKS = ["bench_core", "bench_wandb", "bench_comet", "bench_neptune", "bench_memray", "bench_whylogs"]
+BENCHMARKS = [
+    "bench_core",
+    "bench_wandb",
+    "bench_comet",
+    "bench_neptune",
+    "bench_mlflow",
+    "bench_memray",
+    "bench_whylogs",
+]
 
 
 def ensure_anchor_venv(name: str, requirements: list[str]) -> None:

@@ -372,6 +372,7 @@ def test_a_server_stopped_mid_block_the_run_continues_offline_with_one_warning(
     assert len(ours) == 1, ours
     message = ours[0]["message"]
     assert "continues offline" in message and online_id in message
+    assert ours[0]["filename"] == str(SCENARIO)  # the user's `mlflow.log_metric` line, not MLflow's client
     assert f"mlflow ui --backend-store-uri sqlite:///{_isolated_tracking / 'mlflow' / 'mlflow.db'}" in message
 
     # What was logged before the server stopped is on the server's own database.

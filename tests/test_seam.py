@@ -45,7 +45,7 @@ def test_every_shipped_integration_registers_its_kind_with_an_extra_of_the_packa
     shipped = {
         kind: found for kind, found in integrations().items() if found.session_class.__module__.startswith(PACKAGE.name)
     }
-    assert set(shipped) == {"wandb", "comet", "neptune", "memray", "whylogs"}
+    assert set(shipped) == {"wandb", "comet", "neptune", "mlflow", "memray", "whylogs"}
     for kind, integration in shipped.items():
         assert integration.extra in extras, kind
         assert integration.extra in extras["all"][0], kind  # "flyte-ctx-tracking[wandb,comet,...]"

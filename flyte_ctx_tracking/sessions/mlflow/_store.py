@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
-from ..._session import TrackingError, describe_exception, warn
+from ..._session import TrackingError, TrackingWarning, describe_exception, warn
 
 __all__ = ["RequestPolicy", "RunGuard", "install", "own", "owner", "release", "requests", "store_for"]
 
@@ -52,6 +55,9 @@ _READS = frozenset({"get_run", "get_metric_history", "get_metric_history_bulk_in
 _CALLER_ERRORS = frozenset(
     {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST", "INVALID_STATE", "RESOURCE_DOES_NOT_EXIST"}
 )
+# Frames that are never the user's line: ours, MLflow's, and what runs between them.
+_NOT_USERS = ("flyte_ctx_tracking", "mlflow", "contextlib", "asyncio", "concurrent", "threading", "functools")
+_CORE = "flyte_ctx_tracking._session"
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ class RunGuard:
         message = self.describe(self, error)
         if self.on_error == "raise":
             raise TrackingError(message) from error
-        warn(message)
+        _warn_at_users_line(message)
 
     def _remember(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Parameters and tags logged online, for the offline twin if the server goes away."""
@@ -167,6 +173,22 @@ class RunGuard:
                 self.params[param.key] = str(param.value)
             for tag in kwargs.get("tags") or (args[2] if len(args) > 2 else ()) or ():
                 self.tags[tag.key] = str(tag.value)
+
+
+def _warn_at_users_line(message: str) -> None:
+    """Warn at the user's line that called MLflow (``mlflow.log_metric(...)`` in the block), not inside
+    MLflow's client; while the core opens or closes a session, at that session's line (it knows it)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module == _CORE:
+            break
+        if not any(module == name or module.startswith(f"{name}.") for name in _NOT_USERS):
+            registry = frame.f_globals.setdefault("__warningregistry__", {})
+            warnings.warn_explicit(message, TrackingWarning, frame.f_code.co_filename, frame.f_lineno, module, registry)
+            return
+        frame = frame.f_back
+    warn(message)
 
 
 _OWNED: dict[str, RunGuard] = {}
