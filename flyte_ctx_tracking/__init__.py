@@ -35,6 +35,8 @@ _CORE: dict[str, str] = {
     "TrackingWarning": "._session",
     "tracking_root": "._session",
     "integrations": "._registry",
+    "SyncResult": "._sync",
+    "sync_offline_runs": "._sync",
 }
 
 if TYPE_CHECKING:  # for type checkers; tests check this list against the registry's exports
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # for type checkers; tests check this list against the regist
         current_run,
         tracking_root,
     )
+    from ._sync import SyncResult, sync_offline_runs
     from .sessions.comet import CometSession, _comet_ml_login_class, comet_ml_login, comet_session
     from .sessions.memray import AllocationSite, MemrayCapture, memray_profile, memray_profiling
     from .sessions.mlflow import MlflowSession, mlflow_autolog, mlflow_run, mlflow_session

@@ -1,6 +1,7 @@
 """The one boundary with flytekit: everything the library reads from or puts into a running Flyte task.
 
-The current execution state and its parameters, decks, secrets, telling a task object from a
+The current execution state and its parameters, decks, secrets, writing files through flytekit's
+data persistence, telling a task object from a
 function, publishing a handle into flytekit's context, and the decorator base class flytekit
 reads console-link config from all go through here, so a change in flytekit (or a port to
 Flyte 2) touches this module only. flytekit is imported inside each function: importing this
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -23,6 +26,8 @@ __all__ = [
     "current_task",
     "deck_titles",
     "decks_enabled",
+    "download",
+    "file_writer",
     "is_flyte_secret",
     "is_flyte_task",
     "local_map_index",
@@ -134,6 +139,32 @@ def add_deck(title: str, html: str) -> bool:
         unique = f"{title} #{number}"
     Deck(unique, html)
     return True
+
+
+def file_writer() -> Callable[[Path, str], None]:
+    """A function copying a local file or folder to an address flytekit's data persistence writes
+    (``s3://``, ``gs://``, a path...): the running task's file access, else a new one."""
+    from flytekit import FlyteContextManager
+    from flytekit.core.data_persistence import FileAccessProvider
+
+    context = FlyteContextManager.current_context()
+    access = getattr(context, "file_access", None)
+    if access is None:
+        sandbox = tempfile.mkdtemp(prefix="flyte-ctx-tracking-")
+        access = FileAccessProvider(local_sandbox_dir=sandbox, raw_output_prefix=sandbox)
+
+    def put(local: Path, remote: str) -> None:
+        access.put_data(str(local), remote, is_multipart=local.is_dir())
+
+    return put
+
+
+def download(remote: str, local: Path) -> None:
+    """Copy everything under ``remote`` (a prefix flytekit reads) into the folder ``local``."""
+    from flytekit import FlyteContextManager
+
+    access = FlyteContextManager.current_context().file_access
+    access.get_data(remote.rstrip("/") + "/", str(local), is_multipart=True)
 
 
 def is_flyte_secret(value: object) -> bool:

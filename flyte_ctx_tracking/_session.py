@@ -39,8 +39,9 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, ClassVar, Generic, Literal, TypedDict, TypeVar, cast, get_args
 
-from . import _flyte, _registry, _termination
+from . import _flyte, _preserve, _registry, _termination
 from ._context import ExecutionContext, execution_context
+from ._offline import OfflineRun, Progress, UploadTarget
 from ._secrets import SecretSpec, describe_secret, redact, resolve_secret, scrub_exception_chain, validate_secret
 from ._types import RunInfo
 from ._validate import check_choice
@@ -118,6 +119,7 @@ class ProfilerOptions(TypedDict, total=False):
     mode: Mode
     on_error: OnError
     directory: str | os.PathLike[str] | None
+    offline_copy: bool | str | None
 
 
 class TrackingOptions(ProfilerOptions, total=False):
@@ -143,6 +145,12 @@ SHARED_OPTIONS: Mapping[str, str] = {
         "backend's own variable or saved login. It is handed to this session's backend call only."
     ),
     "directory": "where the backend's local data goes; default ``$FLYTE_CTX_TRACKING_DIR/<kind>``.",
+    "offline_copy": (
+        "where the local data is copied when the session closes, so that it outlives the pod: a prefix "
+        "flytekit can write (``s3://...``, ``gs://...``, a path), True for the execution's raw output "
+        "prefix, False for no copy. Default ``$FLYTE_CTX_TRACKING_OFFLINE_COPY``, else: trackers copy "
+        "their offline runs in remote runs (pods) to the raw output prefix; profilers copy nothing."
+    ),
     "all_ranks": (
         "in distributed training (``WORLD_SIZE > 1``) track every rank, not rank 0 only; the other "
         "ranks otherwise get ``None``."
@@ -270,6 +278,11 @@ class OpenPlan:
     online_timeout: float | None = None
     """For an online open: the seconds it has before it is abandoned (a backend passes it to its
     client's own timeouts, so that the client gives up by itself too)."""
+    copy_to: str | None = None
+    """Where the session's local data is copied when it closes (a tracker's only when it ran
+    offline), or None: see :mod:`._preserve`."""
+    copied: bool = False
+    """The copy to ``copy_to`` was made (set after closing, for the deck)."""
 
 
 @dataclass(eq=False)
@@ -488,11 +501,15 @@ class Session(Generic[HandleT]):
     """What the backend calls its credential, in messages."""
     credential_sources: ClassVar[str] = "the backend has no key of its own"
     """Where the backend looks for a key without ``secret=``, in messages ("WANDB_API_KEY is not set...")."""
-    shared_options: ClassVar[tuple[str, ...]] = ("mode", "on_error", "directory")
+    shared_options: ClassVar[tuple[str, ...]] = ("mode", "on_error", "directory", "offline_copy")
     """The shared options this kind of session takes."""
     named_after_function: ClassVar[bool] = False
     """Whether a decorated function names an unnamed session (profilers: ``name``)."""
     works_without_directory: ClassVar[bool] = False
+    telemetry_off: ClassVar[Mapping[str, str]] = {}
+    """The backend's own phone-home switches (environment variables), set before a session that is
+    not online opens (a user's own value wins). The backends read them when they are imported or
+    start their helper process, so they hold for the rest of the process."""
     """Whether the session still opens when its data directory cannot be created (it works in
     memory, and only saving fails: whylogs' constraints are judged all the same)."""
     deck: bool = True
@@ -551,6 +568,14 @@ class Session(Generic[HandleT]):
         all_ranks = shared.get("all_ranks", False)
         if not isinstance(all_ranks, bool):
             raise TypeError(f"{owner}: all_ranks={all_ranks!r} is not accepted; pass True or False")
+        offline_copy = shared.get("offline_copy")
+        if offline_copy is not None and not isinstance(offline_copy, (bool, str)):
+            raise TypeError(
+                f"{owner}: offline_copy={offline_copy!r} is not accepted; pass a prefix (s3://..., gs://..., "
+                "a path), True for the execution's raw output prefix, False for no copy, or None"
+            )
+        if isinstance(offline_copy, str) and not offline_copy.strip():
+            raise ValueError(f"{owner}: offline_copy='' is not accepted; pass a prefix, True, False or None")
         online_timeout = shared.get("online_timeout")
         if online_timeout is not None:
             online_timeout = _check_timeout(f"{owner}: online_timeout", online_timeout)
@@ -559,6 +584,7 @@ class Session(Generic[HandleT]):
         self.secret = secret
         self.directory = Path(directory) if directory is not None else None
         self.all_ranks = all_ranks
+        self.offline_copy: bool | str | None = offline_copy
         self.online_timeout: float | None = online_timeout
         self._key: Hashable | None = None
         self._entered: list[_Frame] = []  # every live entry, in any context: to find a block exited elsewhere
@@ -627,6 +653,13 @@ class Session(Generic[HandleT]):
         session's result, not a backend failure, so ``on_error`` does not apply.
         """
         return None
+
+    def _offline_data(self, handle: HandleT, plan: OpenPlan) -> list[tuple[Path, str]]:
+        """The closed handle's local files and folders, each with its name under ``plan.copy_to``: what
+        is copied out of the pod (see :mod:`._preserve`), and what ``flyte-ctx-tracking sync`` finds
+        there. Keep the layout the backend's own upload command expects. A tracker returns its offline
+        data only (a run that went offline mid-block included); none by default."""
+        return []
 
     def _inactive_handle(self) -> HandleT | None:
         """The handle the block gets when the session does not open (disabled, or opening failed).
@@ -1002,7 +1035,10 @@ class Session(Generic[HandleT]):
             fallback_reason=fallback,
             source_file=origin.filename if origin is not None and os.path.isfile(origin.filename) else None,
             function=origin.function if origin is not None else None,
+            copy_to=_preserve.copy_destination(self.offline_copy, context, self.kind, by_default=self.tracks_runs),
         )
+        if plan.mode != "online":
+            self._quiet_telemetry()
         try:
             handle = self._open_within_deadline(plan) if plan.mode == "online" else self._open(plan)
         except Exception as error:
@@ -1014,6 +1050,7 @@ class Session(Generic[HandleT]):
             # One warning in all, the offline one, says why going online failed.
             reason = f"going online failed ({self._describe_failure(error, secrets)})"
             plan = replace(plan, mode="offline", fallback_reason=reason, after_online_failure=True)
+            self._quiet_telemetry()
             try:
                 handle = self._open(plan)
             except Exception as offline_error:
@@ -1028,6 +1065,10 @@ class Session(Generic[HandleT]):
                 self._close(handle, plan, None)
             raise
         return _OpenState(handle, plan, origin)
+
+    def _quiet_telemetry(self) -> None:
+        for name, value in self.telemetry_off.items():
+            os.environ.setdefault(name, value)
 
     def _online_deadline(self) -> float:
         if self.online_timeout is not None:
@@ -1143,8 +1184,26 @@ class Session(Generic[HandleT]):
             return
         try:
             self._close(state.handle, state.plan, error)
+            self._copy_out(state.handle, state.plan, error)  # an evicted pod's data above all
         finally:
             _termination.forget(id(state))
+
+    def _copy_out(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> bool:
+        """Copy the closed handle's local data to ``plan.copy_to``, bounded in time; True when copied.
+        A failure follows ``on_error`` (raised only when the block succeeded); the local data stays."""
+        if plan.copy_to is None:
+            return False
+        try:
+            items = self._offline_data(handle, plan)
+            if not items:
+                return False
+            written = _preserve.copy_out(items, plan.copy_to, _preserve.copy_timeout())
+        except Exception as copy_error:
+            what = f"could not copy its data to {plan.copy_to} (it stays in {plan.directory})"
+            self._backend_failure(what, copy_error, plan.secrets, may_raise=error is None)
+            return False
+        _LOG.info("%s: copied %s", type(self).__name__, ", ".join(written))
+        return True
 
     def _finish_handle(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> None:
         try:
@@ -1153,6 +1212,8 @@ class Session(Generic[HandleT]):
             # A close failure is only raised when the block succeeded: the user's own exception wins.
             what = f"could not close {self.display_name} cleanly"
             self._backend_failure(what, close_error, plan.secrets, may_raise=error is None)
+        if self._copy_out(handle, plan, error):
+            plan = replace(plan, copied=True)
         if self.deck:
             try:
                 deck = self._deck(handle, plan, error) if _flyte.decks_enabled() else None
@@ -1193,6 +1254,8 @@ class Session(Generic[HandleT]):
             info = None
         where = f" Data is in {info.local_path}." if info is not None and info.local_path else ""
         sync = f" Upload it later with: {info.sync_command}" if info is not None and info.sync_command else ""
+        if plan.copy_to is not None:
+            sync += f" When the run closes it is copied to {plan.copy_to} (upload from there: flyte-ctx-tracking sync)."
         message = f"{type(self).__name__}: {plan.fallback_reason}, so {self.display_name} runs offline.{where}{sync}"
         if plan.after_online_failure:
             warn(message)
@@ -1267,6 +1330,7 @@ class TrackingSession(Session[HandleT]):
         "directory",
         "all_ranks",
         "online_timeout",
+        "offline_copy",
     )
 
     def _inactive_handle(self) -> HandleT | None:
@@ -1281,10 +1345,33 @@ class TrackingSession(Session[HandleT]):
         """Log flat ``{name: number}`` metrics to the run (used by :func:`log_to_active_trackers`)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ offline runs (flyte-ctx-tracking sync)
+    @classmethod
+    def _find_offline(cls, root: Path) -> list[OfflineRun]:
+        """This backend's offline runs under ``root`` (a data directory, or a copy prefix's download),
+        in the order they should be uploaded. None by default: the backend has nothing to sync."""
+        return []
+
+    def _upload_target(self, key: str | None, options: Mapping[str, str]) -> UploadTarget | str:
+        """Where uploads go and as whom, or why they cannot (said once, before any network call).
+
+        ``key`` is the one a key file gave; without it, the backend's own (its variable, saved login).
+        """
+        keys = (key,) if key else self._safe_known_secrets()
+        if not keys:
+            return f"no {self.credential_name} ({self.credential_sources}; or pass --key-file {self.kind}=PATH)"
+        return UploadTarget(key=keys[0], options=options)
+
+    def _upload_offline(self, run: OfflineRun, target: UploadTarget, progress: Progress) -> str | None:
+        """Upload one offline run with the backend's own client; return its URL if known. Raise on failure."""
+        raise NotImplementedError(f"{self.display_name} cannot upload offline runs")
+
     def _deck(self, handle: HandleT, plan: OpenPlan, error: BaseException | None) -> tuple[str, str] | None:
         from .decks.run_card import run_card_html
 
         info = self._run_info(handle, plan, error)
+        if plan.copied:
+            info = replace(info, copied_to=plan.copy_to)
         # Several runs in one task are told apart by name; numbering is the last resort (add_deck).
         title = f"{info.backend}: {info.name}" if info.name else info.backend
         return title, run_card_html(info)

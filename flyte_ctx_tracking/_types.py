@@ -29,3 +29,5 @@ class RunInfo:
     """How the run ended, in words ("finished", "failed with ValueError"); None: from ``failed``."""
     note: str | None = None
     """Why logged values are missing from the card (not kept locally, not readable), if they are."""
+    copied_to: str | None = None
+    """Where the run's local data was copied when it closed, to outlive the pod."""

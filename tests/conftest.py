@@ -233,9 +233,9 @@ def pod_run(tmp_path: Path) -> PodRunner:
 from tests.mlflow_server import MlflowServer, running_server  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """A real ``mlflow server`` (SQLite backend, a free port on 127.0.0.1), shared by a test module.
+    """A real ``mlflow server`` (SQLite backend, a free port on 127.0.0.1), shared by the test session.
 
     Starting one costs seconds of CPU: the tests that use it carry
     ``pytest.mark.xdist_group("mlflow_server")`` so that one worker starts it, once.

@@ -151,5 +151,9 @@ def run_card_html(info: RunInfo) -> str:
         parts.append(f"<p>Recorded offline in <code>{escape(info.local_path)}</code></p>")
     if info.sync_command:
         parts.append(f"<p>Upload it with:</p><pre style='{_COMMAND_STYLE}'>{escape(info.sync_command)}</pre>")
+    if info.copied_to:
+        parts.append(f"<p>Copied to <code>{escape(info.copied_to)}</code> when it closed; upload from there with:</p>")
+        command = f"flyte-ctx-tracking sync {info.copied_to.split('/flyte-ctx-tracking/')[0]}"
+        parts.append(f"<pre style='{_COMMAND_STYLE}'>{escape(command)}</pre>")
     parts.append("</div>")
     return "".join(parts)

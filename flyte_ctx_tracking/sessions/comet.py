@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._context import ExecutionContext
 from .._decorator import SessionDecorator
+from .._offline import OfflineRun, Progress, UploadTarget
 from .._secrets import SecretSpec, redact
 from .._session import OpenPlan, RunInfo, SessionUnavailable, TrackingSession, describe_exception, warn
 from .._termination import Terminated
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["CometSession", "_comet_ml_login_class", "comet_ml_login", "comet_session"]
 
 DEFAULT_HOST = "https://www.comet.com"
+COMET_REDIRECT = "https://www.comet.com/api/experiment/redirect?experimentKey="
 COMET_ML_EXECUTION_TYPE_VALUE = "comet-ml-execution-id"
 COMET_ML_CUSTOM_TYPE_VALUE = "comet-ml-custom-id"
 
@@ -293,6 +295,7 @@ class CometSession(
     """
 
     credential_sources: ClassVar[str] = "COMET_API_KEY is not set and there is no saved `comet login`"
+    telemetry_off: ClassVar[Mapping[str, str]] = {"COMET_ERROR_TRACKING_ENABLE": "false"}
     project_name: str | None
     workspace: str | None
     experiment_key: str | None
@@ -513,6 +516,46 @@ class CometSession(
             raise
         return experiment
 
+    @classmethod
+    def _find_offline(cls, root: Path) -> list[OfflineRun]:
+        runs = []
+        for archive in sorted(root.rglob("*.zip")):
+            try:
+                with zipfile.ZipFile(archive) as zipped:
+                    complete = "experiment.json" in zipped.namelist()  # written when the experiment ends
+            except (OSError, zipfile.BadZipFile):
+                continue
+            if complete:
+                runs.append(OfflineRun("comet", archive, archive.stem))
+        return runs
+
+    def _upload_target(self, key: str | None, options: Mapping[str, str]) -> UploadTarget | str:
+        target = super()._upload_target(key, options)
+        if isinstance(target, str):
+            return target
+        return UploadTarget(key=target.key, options={**options, **_upload_overrides(self, options)})
+
+    def _upload_offline(self, run: OfflineRun, target: UploadTarget, progress: Progress) -> str | None:
+        from comet_ml import offline
+        from comet_ml.offline_utils import extract_experiment_key_from_offline_file
+
+        accepted = offline.upload_single_offline_experiment(
+            str(run.path),
+            api_key=target.key,
+            force_upload=False,
+            display_level="info",
+            override_workspace=target.options.get("workspace"),
+            override_project_name=target.options.get("project_name"),
+        )
+        if not accepted:
+            raise RuntimeError(f"Comet did not accept {run.path.name} (uploaded before, or refused: see its messages)")
+        key = extract_experiment_key_from_offline_file(str(run.path))
+        return f"{COMET_REDIRECT}{key}" if key else None
+
+    def _offline_data(self, handle: CometExperiment, plan: OpenPlan) -> list[tuple[Path, str]]:
+        archive = self.archive_path(handle) if plan.mode == "offline" else None  # what `comet upload` takes
+        return [(archive, archive.name)] if archive is not None and archive.is_file() else []
+
     def _close(self, handle: CometExperiment, plan: OpenPlan, error: BaseException | None) -> None:
         try:
             if error is None:
@@ -627,6 +670,15 @@ def _logged(handle: CometExperiment, archive: Path | None, mode: str) -> dict[st
     except Exception as error:  # the deck still shows the experiment
         return {"note": f"The logged values could not be read ({type(error).__name__})"}
     return {"series": series, "config": parameters, "tags": tags}
+
+
+def _upload_overrides(session: CometSession, options: Mapping[str, str]) -> dict[str, str]:
+    """The workspace and project an upload goes to: the options', else the session's defaults."""
+    overrides = {
+        "workspace": options.get("workspace") or session.workspace,
+        "project_name": options.get("project_name") or session.project_name,
+    }
+    return {name: value for name, value in overrides.items() if value}
 
 
 comet_session = CometSession

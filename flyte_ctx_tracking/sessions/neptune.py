@@ -15,6 +15,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import tempfile
 import threading
 import traceback
 from collections.abc import Hashable, Iterator, Mapping
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import _flyte
 from .._decorator import SessionDecorator
+from .._offline import OfflineRun, Progress, UploadTarget
 from .._secrets import SecretSpec, redact
 from .._session import OpenPlan, RunInfo, TrackingSession, exception_message
 from .._validate import check_str, check_str_list, check_url, shorten_id
@@ -284,6 +287,56 @@ class NeptuneSession(
 
     def _handle_scope(self, handle: Run, plan: OpenPlan) -> AbstractContextManager[None]:
         return _flyte.published_in_context(FLYTEKIT_ATTR, handle)
+
+    @classmethod
+    def _find_offline(cls, root: Path) -> list[OfflineRun]:
+        runs = []
+        for folder in sorted(root.rglob("run__*")):
+            parts = folder.name.split("__")  # `run__{uuid}__{pid}__{random}`
+            if (
+                folder.is_dir()
+                and folder.parent.name == "offline"
+                and len(parts) == 4
+                and any(folder.glob("data-*.log"))
+            ):
+                runs.append(OfflineRun("neptune", folder, f"offline/{parts[1]}"))
+        return runs
+
+    def _upload_target(self, key: str | None, options: Mapping[str, str]) -> UploadTarget | str:
+        target = super()._upload_target(key, options)
+        if isinstance(target, str):
+            return target
+        project = options.get("project") or self.project or os.environ.get("NEPTUNE_PROJECT")
+        if not project:
+            return "no project (offline runs forget theirs: set NEPTUNE_PROJECT, or pass --option neptune.project=WS/P)"
+        return UploadTarget(key=target.key, options={**options, "project": project})
+
+    def _upload_offline(self, run: OfflineRun, target: UploadTarget, progress: Progress) -> str | None:
+        from neptune.cli.sync import SyncRunner
+        from neptune.internal.backends.hosted_neptune_backend import HostedNeptuneBackend
+        from neptune.internal.credentials import Credentials
+
+        # `neptune sync` deletes the folders it uploads: it gets a copy, and the data stays.
+        with tempfile.TemporaryDirectory(prefix="flyte-ctx-tracking-neptune-") as staging:
+            base = Path(staging) / NEPTUNE_DATA_FOLDER
+            copy = base / "offline" / run.path.name
+            shutil.copytree(run.path, copy)
+            progress(0.2)
+            backend = HostedNeptuneBackend(Credentials.from_token(target.key))
+            SyncRunner.sync_selected(
+                backend=backend, base_path=base, project_name=target.options["project"], object_names=[run.label]
+            )
+            if copy.exists():  # neptune only warns when a run cannot be uploaded
+                raise RuntimeError(f"Neptune did not upload {run.label}: see its messages above")
+        return None
+
+    def _offline_data(self, handle: Run, plan: OpenPlan) -> list[tuple[Path, str]]:
+        data_path = getattr(getattr(handle, "_op_processor", None), "data_path", None)
+        if plan.mode != "offline" or data_path is None or not Path(str(data_path)).is_dir():
+            return []
+        folder = Path(str(data_path))
+        # `neptune sync --path P` finds runs at P/.neptune/offline/run__*: the layout is kept.
+        return [(folder, f"{NEPTUNE_DATA_FOLDER}/offline/{folder.name}")]
 
     def _close(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> None:
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import re
 import shlex
 import shutil
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._decorator import SessionDecorator
+from .._offline import OfflineRun, Progress, UploadTarget
 from .._secrets import SecretSpec, redact
 from .._session import OpenPlan, RunInfo, TrackingSession, tracking_root, warn
 from .._validate import check_str, check_str_list, check_url, shorten_id
@@ -158,6 +161,7 @@ class WandbSession(
     """
 
     credential_sources: ClassVar[str] = "WANDB_API_KEY is not set and there is no saved `wandb login`"
+    telemetry_off: ClassVar[Mapping[str, str]] = {"WANDB_ERROR_REPORTING": "false"}
     project: str | None
     entity: str | None
     id: str | None
@@ -227,6 +231,50 @@ class WandbSession(
         except Exception:  # no readable netrc, or wandb moved it: no saved login we can see
             pass
         return tuple(key for key in keys if isinstance(key, str) and key)
+
+    # ---------------------------------------------------------------- offline runs
+    @classmethod
+    def _find_offline(cls, root: Path) -> list[OfflineRun]:
+        runs = []
+        for folder in sorted(root.rglob("offline-run-*")):
+            if folder.is_dir() and any(folder.glob("run-*.wandb")):
+                runs.append(OfflineRun("wandb", folder, folder.name))
+        return runs
+
+    def _upload_target(self, key: str | None, options: Mapping[str, str]) -> UploadTarget | str:
+        target = super()._upload_target(key, options)
+        if isinstance(target, str):
+            return target
+        settings = {"project": options.get("project") or self.project or "", "entity": options.get("entity") or ""}
+        return UploadTarget(key=target.key, options={**options, **settings, "base_url": self.api_host})
+
+    def _upload_offline(self, run: OfflineRun, target: UploadTarget, progress: Progress) -> str | None:
+        import wandb
+        from wandb.cli import beta_sync
+
+        wandb.setup(settings=wandb.Settings(api_key=target.key, base_url=target.options["base_url"]))
+        printed = io.StringIO()
+        with contextlib.redirect_stderr(_Tee(sys.stderr, printed)):
+            beta_sync.sync(
+                [run.path],
+                live=False,
+                entity=target.options.get("entity", ""),
+                project=target.options.get("project", ""),
+                run_id="",
+                job_type="",
+                replace_tags="",
+                dry_run=False,
+                skip_confirmation=True,
+                skip_synced=True,
+                skip_online=True,
+                verbose=False,
+                parallelism=1,
+            )
+        # wandb's sync reports failures in its output only; the run's `.synced` marker says it is done.
+        if not list(run.path.glob("run-*.wandb.synced")):
+            raise RuntimeError(f"W&B did not confirm the upload of {run.path.name}: see its messages above")
+        found = re.search(r"View run .*? at (\S+)", printed.getvalue())
+        return found.group(1) if found else None
 
     def _open(self, plan: OpenPlan) -> Run:
         import wandb
@@ -330,6 +378,10 @@ class WandbSession(
         _make_global_if_free(run)
         return run
 
+    def _offline_data(self, handle: Run, plan: OpenPlan) -> list[tuple[Path, str]]:
+        folder = Path(str(handle.sync_dir))  # `offline-run-<time>-<id>`: what `wandb sync` takes
+        return [(folder, folder.name)] if plan.mode == "offline" and folder.is_dir() else []
+
     def _close(self, handle: Run, plan: OpenPlan, error: BaseException | None) -> None:
         settings = handle.settings
         sync_file = None if getattr(settings, "x_skip_transaction_log", False) else Path(str(settings.sync_file))
@@ -366,6 +418,20 @@ class WandbSession(
             status=f"failed with {type(error).__name__}" if error is not None else "finished",
             **_logged(handle),
         )
+
+
+class _Tee(io.TextIOBase):
+    """Writes to a stream and keeps a copy (to read the run's URL from what ``wandb sync`` prints)."""
+
+    def __init__(self, stream: Any, copy: io.StringIO) -> None:
+        self._stream, self._copy = stream, copy
+
+    def write(self, text: str) -> int:
+        self._copy.write(text)
+        return int(self._stream.write(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 class _RedactingFilter(logging.Filter):

@@ -338,6 +338,10 @@ class memray_profile(Session[MemrayCapture], kind="memray", display_name="memray
         capture._tracker = tracker
         return capture
 
+    def _offline_data(self, handle: MemrayCapture, plan: OpenPlan) -> list[tuple[Path, str]]:
+        path = handle.path
+        return [(path, path.name)] if path is not None and path.is_file() else []
+
     def _close(self, handle: MemrayCapture, plan: OpenPlan, error: BaseException | None) -> None:
         tracker, handle._tracker = handle._tracker, None
         handle.failed = error is not None

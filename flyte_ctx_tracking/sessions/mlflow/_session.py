@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import tempfile
 import threading
 import time
@@ -18,11 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..._decorator import SessionDecorator
+from ..._offline import OfflineRun, Progress, UploadTarget
 from ..._secrets import SecretSpec, redact
 from ..._session import OpenPlan, RunInfo, TrackingSession, exception_message
 from ..._termination import Terminated
 from ..._validate import check_choice, check_str, check_url
-from . import _fluent, _store
+from . import _fluent, _store, _sync
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun, MlflowClient
@@ -156,6 +158,21 @@ def local_store(directory: Path) -> Path:
     return path
 
 
+def _snapshot(store: Path) -> Path:
+    """A consistent copy of a SQLite store other sessions may still write (SQLite's backup API)."""
+    copy = store.with_name(f".{STORE_FILE}.snapshot-{os.getpid()}")
+    source = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    return copy
+
+
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -210,6 +227,7 @@ class MlflowSession(
 
     credential_name: ClassVar[str] = "tracking URI"
     credential_sources: ClassVar[str] = "MLFLOW_TRACKING_URI is not set"
+    telemetry_off: ClassVar[Mapping[str, str]] = {"MLFLOW_DISABLE_TELEMETRY": "true"}
     experiment_name: str | None
     tracking_uri: str | None
     run_name: str | None
@@ -461,6 +479,33 @@ class MlflowSession(
                 describe=describe,
             )
         )
+
+    # ---------------------------------------------------------------- offline runs
+    @classmethod
+    def _find_offline(cls, root: Path) -> list[OfflineRun]:
+        return _sync.find_offline_runs(root)
+
+    def _upload_target(self, key: str | None, options: Mapping[str, str]) -> UploadTarget | str:
+        uri = options.get("tracking_uri") or self.tracking_uri or os.environ.get(TRACKING_URI_ENV_VAR)
+        if not uri:
+            return "no tracking server (MLFLOW_TRACKING_URI is not set; or pass --mlflow-tracking-uri URI)"
+        return UploadTarget(key=key, options={**options, "tracking_uri": uri})
+
+    def _offline_data(self, handle: ActiveRun, plan: OpenPlan) -> list[tuple[Path, str]]:
+        guard = _store.owner(handle.info.run_id)
+        if plan.mode != "offline" and (guard is None or guard.offline is None):
+            return []  # online all along: the server has it
+        store = plan.directory / STORE_FILE
+        run_id = guard.offline[1] if guard is not None and guard.offline is not None else handle.info.run_id
+        items = [(_snapshot(store), STORE_FILE)]
+        artifacts = plan.directory / ARTIFACTS_FOLDER / run_id
+        if artifacts.is_dir():
+            items.append((artifacts, f"{ARTIFACTS_FOLDER}/{run_id}"))
+        return items
+
+    def _upload_offline(self, run: OfflineRun, target: UploadTarget, progress: Progress) -> str | None:
+        _store.install()
+        return _sync.upload_offline_run(run, target, progress)
 
     # ---------------------------------------------------------------- the block
     def _handle_scope(self, handle: ActiveRun, plan: OpenPlan) -> AbstractContextManager[Any]:

@@ -291,6 +291,7 @@ class WhylogsProfileSession(
 
     named_after_function: ClassVar[bool] = True
     works_without_directory: ClassVar[bool] = True
+    telemetry_off: ClassVar[Mapping[str, str]] = {"WHYLOGS_NO_ANALYTICS": "1"}
 
     name: str | None
     reference: Any
@@ -370,6 +371,10 @@ class WhylogsProfileSession(
         handle = WhylogsProfile(self._name_for(plan))
         handle._profile = DatasetProfile()
         return handle
+
+    def _offline_data(self, handle: WhylogsProfile, plan: OpenPlan) -> list[tuple[Path, str]]:
+        path = handle.path  # copied when asked (offline_copy=): a profile is often a task's output anyway
+        return [(path, path.name)] if path is not None and path.is_file() else []
 
     def _close(self, handle: WhylogsProfile, plan: OpenPlan, error: BaseException | None) -> None:
         from . import _analysis as report
