@@ -127,7 +127,17 @@ def _sessions(backends: Sequence[str] | None) -> dict[str, TrackingSession[Any]]
             f"flyte-ctx-tracking sync: --backend {', '.join(unknown)} is not a tracker; "
             f"use one of {', '.join(sorted(known))}"
         )
-    return {kind: known[kind].session_class() for kind in chosen}
+    sessions: dict[str, TrackingSession[Any]] = {}
+    for kind in chosen:
+        session = known[kind].session_class()
+        try:
+            session._require_backend()
+        except ImportError as error:
+            if backends:  # asked for by name: say what to install
+                raise ValueError(f"flyte-ctx-tracking sync: {error}") from error
+            continue  # not installed here: it cannot have runs to upload from this machine
+        sessions[kind] = session
+    return sessions
 
 
 def sync_offline_runs(

@@ -215,6 +215,13 @@ def test_wheel_declares_the_flytekit_plugin_entry_point(built: Built) -> None:
     assert dict(parser[group]) == {name: value}
 
 
+def test_wheel_declares_the_sync_command(built: Built) -> None:
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # names are case-sensitive
+    parser.read_string(_wheel_text(built, "entry_points.txt"))
+    assert dict(parser["console_scripts"]) == {"flyte-ctx-tracking": "flyte_ctx_tracking._sync:main"}
+
+
 def test_wheel_metadata_matches_pyproject(built: Built) -> None:
     metadata = _metadata(built)
     assert metadata["Name"] == DIST_NAME
@@ -417,6 +424,17 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_a_flyte_task(built: Built, tm
     assert result["memray_installed"] is True  # the extra was honoured
     assert result["whylogs_installed"] is False  # and only that extra
 
+    # The sync command is installed, and lists nothing to upload in an empty folder.
+    command = subprocess.run(
+        [str(venv / "bin" / "flyte-ctx-tracking"), "sync", str(script.parent), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=env,
+        cwd=script.parent,
+        check=False,
+    )
+    assert command.returncode == 0 and "(none found)" in command.stdout, command.stdout + command.stderr
     assert result["workflow_output"] == 5_000
     task = result["task"]
     assert task["current_run_is_handle"] is True

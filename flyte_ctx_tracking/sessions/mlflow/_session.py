@@ -423,8 +423,11 @@ class MlflowSession(
         query = f"tags.`{EXECUTION_PARENT_TAG}` = '{key}'"
 
         def oldest() -> str | None:
-            found = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"], max_results=5)
-            return str(found[0].info.run_id) if found else None
+            found = client.search_runs([experiment_id], query, max_results=20)
+            # Every task must settle on the same one: the oldest, ties broken by id.
+            return (
+                str(min(found, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id) if found else None
+            )
 
         existing = oldest()
         if existing is not None:
