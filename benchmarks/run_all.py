@@ -17,7 +17,10 @@ ANCHOR_VENVS = {
     "comet": ["flytekitplugins-comet-ml", "flytekit==1.16.*", "comet_ml==3.58.*"],
     "neptune": ["flytekitplugins-neptune", "flytekit==1.16.*", "neptune==1.14.*"],
 }
-BENCHMARKS = ["bench_core", "bench_wandb", "bench_comet", "bench_neptune", "bench_memray", "bench_whylogs"]
+BENCHMARKS = [
+    *("bench_core", "bench_wandb", "bench_comet", "bench_neptune", "bench_memray"),
+    *("bench_whylogs", "bench_whylogs_shards", "bench_whylogs_spark"),
+]
 
 
 def ensure_anchor_venv(name: str, requirements: list[str]) -> None:
