@@ -34,28 +34,14 @@ ROUNDS = 2  # fresh interpreters for the whole profile and the merge; the best t
 REPO = Path(__file__).resolve().parent.parent
 
 WORKER = r"""
-import json, resource, sys, tempfile, time
+import json, sys, tempfile, time
 from pathlib import Path
-import numpy as np, pandas as pd
+from benchmarks._whylogs_data import make, peak_mb
 from flyte_ctx_tracking import whylogs_profile
 from flyte_ctx_tracking.sessions.whylogs._compat import import_whylogs
 
 import_whylogs()
 from whylogs.core import DatasetProfileView
-
-STRINGS = np.array(["fr", "de", "it", "es"], dtype=object)
-
-def make(n, seed):
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "amount": rng.normal(100.0, 10.0, n),
-        "items": rng.integers(0, 100, n),
-        "country": STRINGS[rng.integers(0, 4, n)],
-        "flag": rng.random(n) < 0.1,
-    })
-
-def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 def profile(name, data):
     with whylogs_profile(name, deck=False, directory=tempfile.mkdtemp()) as prof:
