@@ -40,6 +40,28 @@ _SCRUBBED_ENV = (
 )
 
 
+# Modules whose tests must all run in one xdist worker: their module-scoped fixture is costly (a JVM
+# for Spark). xdist's own `--dist loadgroup` cannot do it on pytest 9: it tags a test by rewriting
+# `item._nodeid`, which pytest 9 no longer reads, so grouped tests still spread over the workers.
+ONE_WORKER_MODULES = frozenset({"tests/test_whylogs_scale.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With the default `--dist load`: each test is scheduled on its own, as `load` does, except the
+    tests of ONE_WORKER_MODULES, which go to one worker together."""
+    if config.getvalue("dist") != "load":
+        return None  # another --dist asked for on the command line: xdist's own scheduler
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerPerListedModule(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else nodeid
+
+    return OneWorkerPerListedModule(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test writes under its own tmp dir and never under the repository."""

@@ -21,7 +21,13 @@ import pytest
 from flytekit import map_task, task, workflow
 from flytekit.core.context_manager import FlyteContextManager
 
-from flyte_ctx_tracking import ConstraintsFailedError, TrackingWarning, merge_profiles, whylogs_profile
+from flyte_ctx_tracking import (
+    ConstraintsFailedError,
+    TrackingError,
+    TrackingWarning,
+    merge_profiles,
+    whylogs_profile,
+)
 from flyte_ctx_tracking.sessions.whylogs._compat import import_whylogs
 
 import_whylogs()
@@ -34,6 +40,7 @@ from whylogs.core.constraints.factories import (  # noqa: E402
 )
 
 # pyspark 4 warns that it does not fully support pandas 3 on every conversion; what is used here works.
+# One xdist worker runs the whole module, so one JVM serves it (see ONE_WORKER_MODULES in conftest.py).
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
 
 ROWS = 4_000
@@ -199,10 +206,6 @@ def test_logging_a_profile_needs_an_open_block_and_a_disabled_block_drops_it(mon
 
 
 # ------------------------------------------------------------------------------ Spark
-# The Spark tests share one session: they run in one xdist worker (pytest runs with --dist loadgroup).
-spark_tests = pytest.mark.xdist_group("spark")
-
-
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
     """One local Spark session for the module: one executor thread, no UI, two shuffle partitions."""
@@ -232,7 +235,6 @@ def spark() -> Iterator[Any]:
         session.stop()
 
 
-@spark_tests
 def test_a_spark_dataframe_is_profiled_on_the_cluster_like_the_same_rows_in_pandas(spark: Any) -> None:
     data = frame(2_000, seed=5)
     spark_frame = spark.createDataFrame(data).repartition(3)  # three partitions: three partial profiles
@@ -263,7 +265,6 @@ def test_whylogs_own_spark_call_fails_on_numpy_2_where_the_session_works(spark: 
     assert {c.column: (c.count, c.null_count) for c in prof.columns or []} == {"word": (3, 1)}
 
 
-@spark_tests
 def test_a_flytekitplugins_spark_task_profiles_its_dataframe_and_returns_the_profile(spark: Any) -> None:
     import flytekit
     from flytekitplugins.spark import Spark
@@ -300,7 +301,6 @@ def failing_frame(spark: Any) -> Any:
     return spark.range(10).withColumn("ratio", udf(lambda value: 1 / 0, "double")(col("id")))
 
 
-@spark_tests
 def test_a_failed_spark_job_is_a_warning_and_fails_a_data_gate(spark: Any) -> None:
     with pytest.warns(TrackingWarning, match="could not profile the PySpark DataFrame on the cluster"):
         with whylogs_profile("broken", deck=False) as prof:
@@ -318,8 +318,11 @@ def test_a_failed_spark_job_is_a_warning_and_fails_a_data_gate(spark: Any) -> No
                 gate.log(failing_frame(spark))
     assert gate.failed_constraints == []  # what was profiled passed; the data that was not fails the gate
 
+    with pytest.raises(TrackingError, match="(?s)could not profile the PySpark DataFrame.*ZeroDivisionError"):
+        with whylogs_profile("strict", on_error="raise", deck=False) as strict:
+            strict.log(failing_frame(spark))
 
-@spark_tests
+
 def test_spark_data_is_checked_before_any_job_and_a_disabled_block_runs_none(
     spark: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
