@@ -13,7 +13,7 @@ Reported: wall-clock seconds (the work is in the executors' processes, so the dr
 nothing), the median of interleaved rounds after one warm-up round each, and the session's
 throughput relative to whylogs' own call (goal >= 0.9x).
 
-Run: ``.venv/bin/python benchmarks/bench_whylogs_spark.py`` (about 2 minutes on 2 cores; needs Java).
+Run: ``.venv/bin/python benchmarks/bench_whylogs_spark.py`` (about 2 minutes on a quiet 2-core machine; needs Java).
 """
 
 from __future__ import annotations
