@@ -30,26 +30,13 @@ CHUNK = 100_000
 REPO = Path(__file__).resolve().parent.parent
 
 WORKER = r"""
-import json, resource, sys, tempfile, time
-import numpy as np, pandas as pd
+import json, sys, tempfile, time
+from benchmarks._whylogs_data import make, peak_mb
 from flyte_ctx_tracking import whylogs_profile
 from flyte_ctx_tracking.sessions.whylogs._compat import import_whylogs
 
 why = import_whylogs()
 mode, rows, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-STRINGS = np.array(["fr", "de", "it", "es"], dtype=object)
-
-def make(n, seed):
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "amount": rng.normal(100.0, 10.0, n),
-        "items": rng.integers(0, 100, n),
-        "country": STRINGS[rng.integers(0, 4, n)],
-        "flag": rng.random(n) < 0.1,
-    })
-
-def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 # Warm up both paths (whylogs' and flytekit's lazy imports): the baseline holds no data.
 why.log(make(1000, 99)).view()

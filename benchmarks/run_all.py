@@ -20,13 +20,8 @@ ANCHOR_VENVS = {
     "neptune": ["flytekitplugins-neptune", "flytekit==1.16.*", "neptune==1.14.*"],
 }
 BENCHMARKS = [
-    "bench_core",
-    "bench_wandb",
-    "bench_comet",
-    "bench_neptune",
-    "bench_mlflow",
-    "bench_memray",
-    "bench_whylogs",
+    *("bench_core", "bench_wandb", "bench_comet", "bench_neptune", "bench_mlflow", "bench_memray"),
+    *("bench_whylogs", "bench_whylogs_shards", "bench_whylogs_spark"),
 ]
 
 

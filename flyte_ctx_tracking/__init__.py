@@ -71,6 +71,7 @@ if TYPE_CHECKING:  # for type checkers; tests check this list against the regist
         WhylogsProfile,
         WhylogsProfileSession,
         WhylogsSummaryDriftRenderer,
+        merge_profiles,
         whylogs_profile,
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
+# MLflow's migrated empty store is kept in the user's cache folder; tests get a throwaway HOME each,
+# so the suite shares one cache folder of its own (subprocesses and pods inherit it).
+os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="flyte-ctx-tracking-test-cache-"))
+
 REPO = Path(__file__).resolve().parent.parent
 EXECUTION_NAME = "ab3kq9x2m4n5p6r7s8t1"
 NODE_ID = "n0"
@@ -38,6 +43,34 @@ _SCRUBBED_ENV = (
     *("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DISABLED", "NEPTUNE_MODE"),
     *("NEPTUNE_PROJECT", "COMET_OFFLINE_DIRECTORY", "COMET_PROJECT_NAME", "COMET_WORKSPACE", "COMET_START_ONLINE"),
 )
+
+
+# Modules whose tests must all run in one xdist worker: their module-scoped fixture is costly (a JVM
+# for Spark). xdist's own `--dist loadgroup` cannot do it on pytest 9: it tags a test by rewriting
+# `item._nodeid`, which pytest 9 no longer reads, so grouped tests still spread over the workers.
+# Modules whose tests share something costly to start (a JVM, an `mlflow server`): each group runs in
+# one worker, so that the session- or module-scoped fixture starts once.
+ONE_WORKER_GROUPS = {
+    "tests/test_whylogs_scale.py": "spark",
+    "tests/test_mlflow.py": "mlflow_server",
+    "tests/test_sync_mlflow.py": "mlflow_server",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With the default `--dist load`: each test is scheduled on its own, as `load` does, except the
+    tests of each of ONE_WORKER_GROUPS, which go to one worker together (xdist's own `loadgroup`
+    does not group on pytest 9)."""
+    if config.getvalue("dist") != "load":
+        return None  # another --dist asked for on the command line: xdist's own scheduler
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerPerListedModule(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return ONE_WORKER_GROUPS.get(nodeid.split("::", 1)[0], nodeid)
+
+    return OneWorkerPerListedModule(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -237,8 +270,8 @@ from tests.mlflow_server import MlflowServer, running_server  # noqa: E402
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A real ``mlflow server`` (SQLite backend, a free port on 127.0.0.1), shared by the test session.
 
-    Starting one costs seconds of CPU: the tests that use it carry
-    ``pytest.mark.xdist_group("mlflow_server")`` so that one worker starts it, once.
+    Starting one costs seconds of CPU: the modules that use it are one group of ONE_WORKER_GROUPS, so
+    that one worker starts it, once.
     """
     with running_server(tmp_path_factory.mktemp("mlflow-server")) as server:
         yield server

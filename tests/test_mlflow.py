@@ -41,7 +41,7 @@ from flyte_ctx_tracking._session import log_to_active_trackers
 from .conftest import EXECUTION_NAME, PodRunner
 from .mlflow_server import MlflowServer, recording_proxy, running_server
 
-SHARED = pytest.mark.xdist_group("mlflow_server")
+SHARED = pytest.mark.usefixtures("mlflow_server")  # one server for the group (conftest.ONE_WORKER_GROUPS)
 SCENARIO = Path(__file__).parent / "scenarios" / "online_block.py"
 HARD_LIMIT = 150  # seconds for a scenario subprocess: anything near it is a hang
 KEY = "MlflowKey" + "7" * 31

@@ -91,7 +91,8 @@ def test_a_kind_taken_by_another_class_is_refused() -> None:
 def test_importing_the_package_imports_neither_flytekit_nor_a_backend() -> None:
     code = (
         "import sys, flyte_ctx_tracking\n"
-        "names = ('flytekit', 'wandb', 'comet_ml', 'neptune', 'memray', 'whylogs')\n"
+        "names = ('flytekit', 'wandb', 'comet_ml', 'neptune', 'memray', 'whylogs', 'pyspark', "
+        "'flytekitplugins.spark')\n"
         "print(sorted(m for m in names if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)

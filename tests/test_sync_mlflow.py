@@ -20,7 +20,7 @@ from flyte_ctx_tracking._sync import RECORD_FILE, main
 from .conftest import EXECUTION_NAME, NODE_ID, PodRunner
 from .mlflow_server import MlflowServer
 
-SHARED = pytest.mark.xdist_group("mlflow_server")
+SHARED = pytest.mark.usefixtures("mlflow_server")  # one server for the group (conftest.ONE_WORKER_GROUPS)
 SCENARIO = Path(__file__).parent / "scenarios" / "sync_recorded.py"
 SYNCED_FROM = "flyte_ctx_tracking.offline_run_id"
 

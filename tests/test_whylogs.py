@@ -163,7 +163,8 @@ def test_the_profile_is_saved_under_the_tracking_directory() -> None:
 def test_bad_data_is_a_type_error_naming_what_is_accepted() -> None:
     with whylogs_profile("tx") as prof:
         for bad in ([1, 2, 3], "a,b", pd.Series([1.0]), 3):
-            with pytest.raises(TypeError, match="pandas DataFrame or a dict row"):
+            accepted = r"a pandas DataFrame, a dict row .*, a whylogs DatasetProfileView .* or a PySpark DataFrame"
+            with pytest.raises(TypeError, match=accepted):
                 prof.log(bad)
     with pytest.raises(RuntimeError, match="closed"):
         prof.log({"a": 1})

@@ -3,7 +3,8 @@
 ``whylogs_profile`` is the session; the profile type transformer (a Flyte type for
 ``DatasetProfileView``) and flytekitplugins-whylogs' renderers come with it. Inside:
 ``_session`` (the session and its handle), ``_analysis`` (whylogs objects to plain data),
-``_types`` (that data), ``_renderers``, ``_transformer``, ``_plugin`` (flytekit's entry point) and
+``_types`` (that data), ``_merge`` (shards' profiles into one), ``_spark`` (PySpark DataFrames
+profiled on the cluster), ``_renderers``, ``_transformer``, ``_plugin`` (flytekit's entry point) and
 ``_compat`` (the numpy-2 step). The decks' HTML is :mod:`flyte_ctx_tracking.decks.whylogs`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._merge import merge_profiles
 from ._renderers import WhylogsConstraintsRenderer, WhylogsSummaryDriftRenderer
 from ._session import ConstraintsFailedError, WhylogsProfile, WhylogsProfileSession, whylogs_profile
 from ._types import ColumnSummary, ConstraintResult, DriftResult
@@ -28,6 +30,7 @@ __all__ = [
     "WhylogsProfile",
     "WhylogsProfileSession",
     "WhylogsSummaryDriftRenderer",
+    "merge_profiles",
     "whylogs_profile",
 ]
 

@@ -37,6 +37,7 @@ __all__ = [
     "interactive_drift_html",
     "interactive_summary_html",
     "profile_dataframe",
+    "rows_in",
     "tracker_metrics",
     "view_of",
 ]
@@ -56,6 +57,12 @@ def profile_dataframe(frame: Any) -> DatasetProfileView:
 def view_of(data: Any) -> DatasetProfileView:
     """A ``DatasetProfileView`` as it is, or the profile of a DataFrame."""
     return data if isinstance(data, DatasetProfileView) else profile_dataframe(data)
+
+
+def rows_in(view: DatasetProfileView) -> int:
+    """The rows a profile was made from: the largest value count of its columns (nulls included)."""
+    counts = (column.get_metric("counts") for column in view.get_columns().values())
+    return max((int(metric.n.value) for metric in counts if metric is not None), default=0)
 
 
 def _float(value: Any) -> float | None:

@@ -3,10 +3,12 @@ transformer and the whylogs renderers, on numpy 2.
 
 ``with whylogs_profile("transactions") as prof`` yields a :class:`WhylogsProfile`; each
 ``prof.log(chunk)`` folds a DataFrame chunk (or a dict row) into one growing whylogs profile, so
-memory follows the chunk, not the total. When the block ends the profile is summarized in a deck,
-compared with ``reference`` (drift deck) and checked against ``constraints`` (constraints deck; with
-``fail_on_constraints=True`` failed constraints raise :class:`ConstraintsFailedError` after the decks
-are written). The per-column summary also goes to the active W&B, Comet or Neptune run, if any.
+memory follows the chunk, not the total; ``prof.log(view)`` merges a whole profile in (the shards of
+a map task), and ``prof.log(spark_df)`` profiles a PySpark DataFrame on the cluster. When the block
+ends the profile is summarized in a deck, compared with ``reference`` (drift deck) and checked
+against ``constraints`` (constraints deck; with ``fail_on_constraints=True`` failed constraints
+raise :class:`ConstraintsFailedError` after the decks are written). The per-column summary also goes
+to the active W&B, Comet or Neptune run, if any.
 
 whylogs is imported only when a profile opens, and always after the numpy-2 step of
 ``._compat``.
@@ -18,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._session import OpenPlan, ProfilerOptions, Session, log_to_active_trackers
 from ..._validate import check_bool, check_str, file_stem
+from ._spark import is_spark_dataframe
 from ._types import ColumnSummary, ConstraintResult, DriftResult
 
 if TYPE_CHECKING:
@@ -34,7 +38,10 @@ if TYPE_CHECKING:
 __all__ = ["ConstraintsFailedError", "WhylogsProfile", "WhylogsProfileSession", "whylogs_profile"]
 
 DEFAULT_NAME = "profile"
-_ACCEPTED_DATA = "a pandas DataFrame or a dict row (column name -> value)"
+_ACCEPTED_DATA = (
+    "a pandas DataFrame, a dict row (column name -> value), a whylogs DatasetProfileView (a shard's "
+    "profile, merged in) or a PySpark DataFrame (profiled on the cluster)"
+)
 _ACCEPTED_REFERENCE = "a pandas DataFrame, a whylogs DatasetProfileView, or None"
 _ACCEPTED_COLUMNS = "column names that are strings, unique, in one level (no MultiIndex)"
 _SHOWN_COLUMNS = 5
@@ -85,6 +92,19 @@ def _describe_columns(names: Iterable[object]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _check_unique(owner: str, names: Sequence[str]) -> None:
+    """Refuse repeated column names: whylogs would silently merge them into one column."""
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise ValueError(
+            f"{owner}: column names must be unique; the DataFrame repeats "
+            f"{', '.join(repr(name) for name in repeated[:_SHOWN_COLUMNS])}"
+            f"{f' and {len(repeated) - _SHOWN_COLUMNS} more' if len(repeated) > _SHOWN_COLUMNS else ''} "
+            f"(whylogs would merge them into one column). whylogs profiles {_ACCEPTED_COLUMNS}: rename or "
+            "drop the duplicates first"
+        )
+
+
 def _check_columns(owner: str, data: Any) -> None:
     """Refuse a DataFrame or dict row whose column names whylogs would lose.
 
@@ -120,15 +140,7 @@ def _check_columns(owner: str, data: Any) -> None:
             f"profiles {_ACCEPTED_COLUMNS} (it cannot save a profile with other names): rename them "
             "first, e.g. frame.rename(columns=str)"
         )
-    if columns.has_duplicates:
-        repeated = list(dict.fromkeys(columns[columns.duplicated()]))
-        raise ValueError(
-            f"{owner}: column names must be unique; the DataFrame repeats "
-            f"{', '.join(repr(name) for name in repeated[:_SHOWN_COLUMNS])}"
-            f"{f' and {len(repeated) - _SHOWN_COLUMNS} more' if len(repeated) > _SHOWN_COLUMNS else ''} "
-            f"(whylogs would merge them into one column). whylogs profiles {_ACCEPTED_COLUMNS}: rename or "
-            "drop the duplicates first"
-        )
+    _check_unique(owner, list(columns))
 
 
 def _is_profile_view(value: object) -> bool:
@@ -181,7 +193,12 @@ class WhylogsProfile:
         self.constraints: list[ConstraintResult] | None = None
         self.constraints_error: str | None = None
         self.path: Path | None = None
+        self.unprofiled: list[str] = []
+        """Why data given to :meth:`log` is missing from the profile: a Spark DataFrame whose
+        profiling failed on the cluster (a warning said so; ``fail_on_constraints`` fails the block)."""
         self._profile: Any = None
+        self._merged: Any = None  # profiles folded in whole (shards' views, Spark's result)
+        self._report_failure: Callable[[str, BaseException], None] | None = None
         self._view: Any = None
         self._built_constraints: Any = None
         self._constraints_exception: BaseException | None = None
@@ -197,7 +214,13 @@ class WhylogsProfile:
         return [result.name for result in self.constraints or () if not result.passed]
 
     def log(self, data: Any) -> None:
-        """Fold ``data`` into the profile: a pandas DataFrame (a chunk) or a dict row.
+        """Fold ``data`` into the profile: a pandas DataFrame (a chunk), a dict row, a whylogs
+        ``DatasetProfileView`` (a shard's profile, merged in), or a PySpark DataFrame.
+
+        A PySpark DataFrame is profiled on the cluster with whylogs' Spark functions: the executors
+        profile their partitions, and only the profiles come back to the driver. If that Spark job
+        fails, ``on_error`` applies (by default a warning; the data is then missing from the profile,
+        :attr:`unprofiled` says why, and ``fail_on_constraints`` fails the block).
 
         Column names must be strings, unique, and in one level (no MultiIndex): whylogs would accept
         other names, then fail to save the profile (or silently merge duplicates). Such data is
@@ -208,22 +231,64 @@ class WhylogsProfile:
             ValueError: ``data`` repeats a column name.
             RuntimeError: the block already ended.
         """
+        owner = "WhylogsProfile.log"
+        if _is_profile_view(data):
+            self._fold(data)
+            return
+        if is_spark_dataframe(data):
+            _check_unique(owner, list(data.columns))  # the schema only: no Spark job
+            self._log_spark(data)
+            return
         if _is_dataframe(data):
             rows, kwargs = len(data), {"pandas": data}
         elif isinstance(data, Mapping):
             data = dict(data)
             rows, kwargs = 1, {"row": data}
         else:
-            raise TypeError(f"WhylogsProfile.log accepts {_ACCEPTED_DATA}; got {type(data).__name__}")
-        _check_columns("WhylogsProfile.log", data)
+            raise TypeError(f"{owner} accepts {_ACCEPTED_DATA}; got {type(data).__name__}")
+        _check_columns(owner, data)
         if not self.active:
             return
         with self._lock:  # checked under the lock: the block's exit freezes the profile concurrently
-            if self.closed:
-                raise RuntimeError(f"whylogs profile {self.name!r} is closed: log inside its block")
+            self._check_open()
             self._profile.track(**kwargs)
             self.rows += rows
             self.chunks += 1
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"whylogs profile {self.name!r} is closed: log inside its block")
+
+    def _fold(self, view: DatasetProfileView) -> None:
+        """Merge a whole profile into this one."""
+        if not self.active:
+            return
+        from ._analysis import rows_in
+
+        rows = rows_in(view)
+        with self._lock:
+            self._check_open()
+            self._merged = view if self._merged is None else self._merged.merge(view)
+            self.rows += rows
+            self.chunks += 1
+
+    def _log_spark(self, frame: Any) -> None:
+        if not self.active:
+            return
+        with self._lock:  # fail before a Spark job that could not be kept
+            self._check_open()
+        from ._spark import failure_summary, profile_spark_dataframe
+
+        try:
+            view = profile_spark_dataframe(frame)  # long: not under the lock
+        except Exception as error:
+            what = "could not profile the PySpark DataFrame on the cluster; it is missing from the profile"
+            self.unprofiled.append(f"{what}: {failure_summary(error)}")
+            if self._report_failure is None:
+                raise
+            self._report_failure(what, error)
+            return
+        self._fold(view)
 
     def view(self) -> DatasetProfileView:
         """The profile so far as a whylogs ``DatasetProfileView`` (after the block: the final one)."""
@@ -231,17 +296,22 @@ class WhylogsProfile:
             if self._view is not None:
                 return self._view
             if self._profile is not None:
-                return self._profile.view()
+                return self._current()
         from ._analysis import DatasetProfileView
 
         return DatasetProfileView.zero()
+
+    def _current(self) -> DatasetProfileView:
+        """What was tracked row by row, with the profiles folded in whole (under the lock)."""
+        tracked = self._profile.view()
+        return tracked if self._merged is None else tracked.merge(self._merged)
 
     def _freeze(self) -> DatasetProfileView:
         with self._lock:
             self.closed = True
             if self._view is None and self._profile is not None:
-                self._view = self._profile.view()
-                self._profile = None  # the view holds everything; let the profile go
+                self._view = self._current()
+                self._profile = self._merged = None  # the view holds everything; let the profile go
         return self.view()
 
 
@@ -253,13 +323,14 @@ class WhylogsProfileSession(
 
     ``with whylogs_profile("transactions") as prof`` yields a :class:`WhylogsProfile`: call
     ``prof.log(chunk)`` for each DataFrame chunk or dict row (they fold into one profile, so memory
-    follows the chunk) and ``prof.view()`` for the ``DatasetProfileView`` (a task may return it: it is
-    a Flyte type). Inside, ``current_run("whylogs")`` returns the handle. When the block ends, also
-    when it raised (the exception then propagates unchanged), the profile is saved under
-    ``$FLYTE_CTX_TRACKING_DIR/whylogs/`` and summarized in decks. When it cannot be saved (a
-    read-only working directory, a full disk) a warning says so and :attr:`WhylogsProfile.path` stays
-    None; the profile is still summarized and its constraints judged. Column names must be strings,
-    unique and flat: ``prof.log`` refuses other data whole, before tracking any of it.
+    follows the chunk), for each shard's ``DatasetProfileView`` (merged in) or for a PySpark DataFrame
+    (profiled in the executors), and ``prof.view()`` for the ``DatasetProfileView`` (a task may return
+    it: it is a Flyte type). Inside, ``current_run("whylogs")`` returns the handle. When the block ends,
+    also when it raised (the exception then propagates unchanged), the profile is saved under
+    ``$FLYTE_CTX_TRACKING_DIR/whylogs/`` and summarized in decks. When it cannot be saved (a read-only
+    working directory, a full disk) a warning says so and :attr:`WhylogsProfile.path` stays None; the
+    profile is still summarized and its constraints judged. Column names must be strings, unique and
+    flat: ``prof.log`` refuses other data whole, before tracking any of it.
 
     Args:
         name: the profile's name in decks, files and tracker metrics. Default: the decorated
@@ -370,6 +441,7 @@ class WhylogsProfileSession(
         prepare_whylogs()  # once per process, under a lock: many threads' first profiles cannot deadlock
         handle = WhylogsProfile(self._name_for(plan))
         handle._profile = DatasetProfile()
+        handle._report_failure = lambda what, error: self._backend_failure(what, error, plan.secrets)
         return handle
 
     def _offline_data(self, handle: WhylogsProfile, plan: OpenPlan) -> list[tuple[Path, str]]:
@@ -503,6 +575,8 @@ class WhylogsProfileSession(
             ) from handle._constraints_exception
         if handle.constraints is None:  # never evaluated (closing failed before): do not pass unchecked data
             raise ConstraintsFailedError(handle.name, [], [], reason="the profile could not be closed")
+        if handle.unprofiled:  # the constraints judged part of the data: do not pass the rest unchecked
+            raise ConstraintsFailedError(handle.name, [], [], reason="; ".join(handle.unprofiled))
         if handle.failed_constraints:
             raise ConstraintsFailedError(handle.name, handle.failed_constraints, handle.constraints)
 
