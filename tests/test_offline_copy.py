@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import EXECUTION_NAME, NODE_ID, PodRunner
 
 TRACKERS_TASK = """
@@ -139,3 +141,18 @@ def test_sessions_not_online_turn_off_the_backends_phone_home_unless_the_user_se
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "WHYLOGS_NO_ANALYTICS": "1",
     }
+
+
+def test_a_copy_to_a_remote_prefix_is_found_there_by_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # fsspec's in-memory filesystem stands for a bucket: flytekit's data persistence writes and reads
+    # it as it does s3:// or gs://, in this process.
+    from flyte_ctx_tracking import neptune_session, sync_offline_runs
+
+    monkeypatch.setenv("FLYTE_CTX_TRACKING_SYNC_CACHE", str(tmp_path / "cache"))
+    prefix = "memory://bucket/copies"
+    with neptune_session(project="ml-team/fraud", mode="offline", offline_copy=prefix) as run:
+        run["loss"].append(0.5)
+    uuid = next((tmp_path / "tracking").rglob("run__*")).name.split("__")[1]
+    results = sync_offline_runs(prefix, backends=["neptune"], dry_run=True)
+    assert [(r.run.kind, r.run.label, r.status) for r in results] == [("neptune", f"offline/{uuid}", "to upload")]
+    assert results[0].run.path.is_relative_to(tmp_path / "cache")  # downloaded first, read locally
