@@ -96,7 +96,8 @@ def test_in_a_pod_the_run_is_named_after_the_pod_and_carries_the_flyte_metadata(
         run.log({"auc": 0.9})
     recorded = only_run()
     assert recorded.run_id == POD  # what Flyte console link templates are built from
-    assert recorded.group == f"{EXECUTION_NAME}-n0"  # shared by the node's retries
+    assert recorded.group == EXECUTION_NAME  # an execution's runs are found together
+    assert recorded.job_type == "train"  # the task (the pod's task name's last part)
     assert recorded.config["lr"] == 0.1
     flyte = recorded.config["flyte"]
     assert flyte["execution_id"] == POD
@@ -139,7 +140,7 @@ def test_a_retry_gets_its_own_run_in_the_same_group(pod_env: None, monkeypatch: 
         pass
     first, second = runs()
     assert (first.run_id, second.run_id) == (POD, f"{EXECUTION_NAME}-n0-1")
-    assert first.group == second.group == f"{EXECUTION_NAME}-n0"
+    assert first.group == second.group == EXECUTION_NAME
 
 
 def test_no_run_is_left_open_after_a_block() -> None:
@@ -269,7 +270,7 @@ def test_all_ranks_gives_each_rank_its_own_run_in_one_group(pod_env: None, monke
             pass
     recorded = runs()
     assert [run.run_id for run in recorded] == [f"{POD}-rank0", f"{POD}-rank1", "custom-rank0", "custom-rank1"]
-    assert {run.group for run in recorded} == {f"{EXECUTION_NAME}-n0"}
+    assert {run.group for run in recorded} == {EXECUTION_NAME}
 
 
 # ---------------------------------------------------------------------------------------- bad input
@@ -504,7 +505,7 @@ def test_a_pod_run_with_a_secret(pod_run: PodRunner) -> None:
     assert first.outputs == {"o0": POD}
     (recorded,) = find_runs(first.workdir / "tracking")
     assert (recorded.run_id, recorded.project, recorded.entity) == (POD, "fraud", "ml-team")
-    assert recorded.group == f"{EXECUTION_NAME}-n0"
+    assert recorded.group == EXECUTION_NAME and recorded.job_type == "train"
     assert recorded.user_config["epochs"] == 2
     assert recorded.config["flyte"]["execution_id"] == POD
     assert recorded.config["flyte"]["task"]["name"].endswith(".train")
@@ -522,7 +523,7 @@ def test_a_pod_run_with_a_secret(pod_run: PodRunner) -> None:
     assert second.returncode == 0, second.output
     (retried,) = find_runs(second.workdir / "tracking")
     assert retried.run_id == f"{EXECUTION_NAME}-n0-1" == second.outputs["o0"]
-    assert retried.group == recorded.group
+    assert retried.group == recorded.group and retried.job_type == "evaluate"
     assert metrics(retried) == [{"auc": 0.93}]
 
     for pod in (first, second):

@@ -100,6 +100,7 @@ class WandbRunFile:
     project: str
     entity: str
     group: str
+    job_type: str
     notes: str
     tags: list[str]
     display_name: str
@@ -133,6 +134,7 @@ def read_run(path: Path) -> WandbRunFile:
                 project=r.project,
                 entity=r.entity,
                 group=r.run_group,
+                job_type=r.job_type,
                 notes=r.notes,
                 tags=list(r.tags),
                 display_name=r.display_name,

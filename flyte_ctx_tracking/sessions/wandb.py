@@ -8,7 +8,8 @@ ranks, secrets, decks) is the session core's. What this module adds:
 * credentials for this run only: the resolved key and ``api_host`` go into this run's
   ``wandb.Settings``; nothing calls ``wandb.login``, nothing writes ``~/.netrc``, and the process-wide
   session credentials W&B sets while opening an online run are put back as they were;
-* the Flyte identity (pod name as run id, a node's retries in one group) and metadata (``flyte``
+* the Flyte identity (pod name as run id, an execution's runs in one group, the task as job type)
+  and metadata (``flyte``
   config entry, execution URL at the head of the notes, execution project and domain as tags).
 
 ``wandb`` is imported only when a run opens: importing this module costs nothing.
@@ -55,6 +56,7 @@ _RUN_ID_RESERVED = ":;,#?/'"
 _PROJECT_RESERVED = "/\\#?%:"
 _MAX_PROJECT = 128
 _MAX_TAG = 64
+_MAX_JOB_TYPE = 64  # W&B's limit on job_type
 # Pod names can be long; the run id also names the offline folder, so keep it short.
 _MAX_RUN_ID = 64
 _OFFLINE_SUFFIX = "-offline"
@@ -63,7 +65,10 @@ _WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryr
 # W&B names the run's folder `offline-run-<date>_<time>-<id>`: a file name has at most 255 bytes.
 _MAX_USER_RUN_ID_BYTES = 200
 # Arguments this module sets itself; the user's values are merged in, not passed twice.
-_MERGED = ("config", "tags", "notes", "group", "settings", "reinit", "mode", "dir", "id", "project", "entity")
+_MERGED = (
+    *("config", "tags", "notes", "group", "job_type", "settings", "reinit", "mode", "dir", "id"),
+    *("project", "entity"),
+)
 
 
 def _check_run_id(owner: str, run_id: object) -> None:
@@ -336,7 +341,10 @@ class WandbSession(
             "entity": self.entity or os.environ.get("WANDB_ENTITY") or None,
             "id": run_id,
             "dir": str(root_dir),
-            "group": self.init_kwargs.get("group") or plan.group,
+            # An execution's runs are found together: its tasks' runs share the execution as their
+            # group, the task is the job type; a node's retries and ranks keep their own run ids.
+            "group": self.init_kwargs.get("group") or _execution_group(plan),
+            "job_type": self.init_kwargs.get("job_type") or _job_type(plan),
             "config": config,
             "notes": notes,
             "tags": tags or None,
@@ -503,6 +511,18 @@ def _set_by_user(user_settings: Any, name: str) -> bool:
     if isinstance(user_settings, Mapping):
         return name in user_settings
     return user_settings is not None and name in getattr(user_settings, "model_fields_set", ())
+
+
+def _execution_group(plan: OpenPlan) -> str | None:
+    """The W&B group of a remote run: its Flyte execution (``None`` locally: W&B groups nothing)."""
+    context = plan.context
+    return context.execution_name if context.is_remote and context.execution_name else None
+
+
+def _job_type(plan: OpenPlan) -> str | None:
+    """The W&B job type: the task's short name in a pod, the decorated function's locally."""
+    name = plan.context.task_name or plan.function
+    return name.rsplit(".", 1)[-1][:_MAX_JOB_TYPE] if name else None
 
 
 def _sync_command(sync_dir: str, run_id: str, plan: OpenPlan) -> str:
