@@ -216,8 +216,9 @@ def test_an_unreadable_comet_switch_warns_and_is_ignored(monkeypatch: pytest.Mon
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with comet_session(project_name="fraud") as experiment:  # auto, no key: offline as usual
-            assert isinstance(experiment, comet_ml.OfflineExperiment)
+            opened = isinstance(experiment, comet_ml.OfflineExperiment)
     messages = _tracking_warnings(caught)
+    assert opened, messages  # why it did not open, if it did not (seen once in CI, not reproduced)
     assert any("COMET_START_ONLINE" in m and "ignored" in m for m in messages), messages
     assert len(archives(_tracking_root())) == 1
 
