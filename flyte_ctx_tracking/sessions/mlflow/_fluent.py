@@ -5,8 +5,8 @@ Three pieces of MLflow state are process- or thread-wide, and a block needs them
 * the active-run stack is a thread-local: asyncio tasks on one thread would share it. It is made a
   context variable (still one per thread, and now one per task), and a block pushes its run onto a
   copy of the stack, so sibling tasks never see each other's runs;
-* the tracking URI is one per process: a block makes it its store's while it runs, and the last one
-  out puts back what was there (``mlflow.set_tracking_uri`` and ``MLFLOW_TRACKING_URI`` alike). A
+* the tracking URI is one per process: a block makes it its store's while it runs (MLflow's setting,
+  not the environment), and the last one out puts back what was there. A
   run's own calls reach its store whatever the URI says (:mod:`._store` routes them);
 * autologging is one per process: it is switched on for a block and off when the last block that
   asked for it ends.
@@ -105,8 +105,12 @@ def user_tracking_uri() -> str | None:
 @contextmanager
 def holding_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's process-wide tracking URI is ``uri`` while the block runs (the most recent block's
-    wins while several run); the last block out restores the user's."""
-    import mlflow
+    wins while several run); the last block out restores the user's.
+
+    Only MLflow's own setting changes, never ``os.environ``: other threads read the environment
+    while they make requests (``requests`` looks for proxies in it), and a variable removed under
+    them fails their call.
+    """
     from mlflow.tracking._tracking_service import utils
 
     holder = object()
@@ -114,34 +118,20 @@ def holding_tracking_uri(uri: str) -> Iterator[None]:
         if not _holders:
             _saved.update(
                 global_uri=utils._tracking_uri,
-                environment=os.environ.get(TRACKING_URI_ENV_VAR),
                 configured=utils._tracking_uri or os.environ.get(TRACKING_URI_ENV_VAR) or None,
             )
         _holders.append((holder, uri))
-        mlflow.set_tracking_uri(uri)
+        utils._tracking_uri = uri
     try:
         yield
     finally:
         with _LOCK:
             _holders[:] = [entry for entry in _holders if entry[0] is not holder]
             if _holders:
-                mlflow.set_tracking_uri(_holders[-1][1])
+                utils._tracking_uri = _holders[-1][1]
             else:
-                _restore(mlflow, utils)
-
-
-def _restore(mlflow: ModuleType, utils: Any) -> None:
-    global_uri, environment = _saved.pop("global_uri", None), _saved.pop("environment", None)
-    _saved.pop("configured", None)
-    if global_uri is not None:
-        mlflow.set_tracking_uri(global_uri)
-    else:
-        mlflow.set_tracking_uri(environment or "")  # resets MLflow's tracer, as a real change would
-        utils._tracking_uri = None
-    if environment is None:
-        os.environ.pop(TRACKING_URI_ENV_VAR, None)
-    else:
-        os.environ[TRACKING_URI_ENV_VAR] = environment
+                utils._tracking_uri = _saved.pop("global_uri", None)
+                _saved.pop("configured", None)
 
 
 # ------------------------------------------------------------------------------ autologging

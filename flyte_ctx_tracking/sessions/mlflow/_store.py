@@ -147,7 +147,12 @@ class RunGuard:
             raise TrackingError(self.describe(self, error)) from error
         with self._lock:
             switched = False
-            if self.offline is None and self.failure is None and self.continue_offline is not None:
+            if (
+                self.offline is None
+                and self.failure is None
+                and self.continue_offline is not None
+                and _is_server_failure(error)
+            ):
                 try:
                     self.offline = self.continue_offline(self, error)
                     switched = True
@@ -219,6 +224,16 @@ def release(run_id: str) -> None:
         guard = _OWNED.get(run_id)
         if guard is not None and guard.offline is None:
             del _OWNED[run_id]
+
+
+def _is_server_failure(error: BaseException) -> bool:
+    """A failure of the server or the way to it (MLflow's errors, connections, timeouts), as opposed
+    to a fault in this process, which must not send the run offline."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(error, (MlflowException, OSError, TimeoutError)) or type(error).__module__.startswith(
+        ("requests", "urllib3")
+    )
 
 
 def _is_callers_mistake(error: BaseException) -> bool:
