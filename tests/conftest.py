@@ -7,6 +7,7 @@ integration's end-to-end tests use it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -73,6 +74,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return OneWorkerPerListedModule(config, log)
 
 
+def _end_a_leftover_comet_experiment() -> None:
+    """comet_ml runs one experiment per process: one an earlier test left running in this worker
+    (an abandoned online attempt that started late) must not refuse this test's."""
+    if "comet_ml" not in sys.modules:
+        return
+    import comet_ml
+
+    from flyte_ctx_tracking.sessions import comet
+
+    running = comet_ml.get_running_experiment()
+    if running is not None and not running.ended:
+        with contextlib.suppress(Exception):
+            running.end()
+    with comet._TURN_LOCK:
+        comet._EXPERIMENT_TURN.clear()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test writes under its own tmp dir and never under the repository."""
@@ -93,6 +111,7 @@ def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     from flyte_ctx_tracking import _session
 
     _session._OFFLINE_NOTICES.clear()  # each test sees the once-per-process offline notice
+    _end_a_leftover_comet_experiment()
     yield root
 
 
