@@ -36,12 +36,14 @@ _CORE: dict[str, str] = {
     "tracking_root": "._session",
     "integrations": "._registry",
     "SyncResult": "._sync",
+    "tracking_defaults": "._defaults",
     "sync_offline_runs": "._sync",
 }
 
 if TYPE_CHECKING:  # for type checkers; tests check this list against the registry's exports
     from ._context import ExecutionContext, execution_context
     from ._decorator import SessionDecorator
+    from ._defaults import tracking_defaults
     from ._flyte import add_deck
     from ._registry import integrations
     from ._session import (

@@ -41,8 +41,10 @@ from typing import Any, ClassVar, Generic, Literal, TypedDict, TypeVar, cast, ge
 
 from . import _flyte, _preserve, _registry, _termination
 from ._context import ExecutionContext, execution_context
+from ._defaults import TrackingDefaults, current_defaults
 from ._offline import OfflineRun, Progress, UploadTarget
 from ._secrets import SecretSpec, describe_secret, redact, resolve_secret, scrub_exception_chain, validate_secret
+from ._sharing import RANK_SCOPES, RUN_MODES, RankScope, RunMode, Sharing, decide_sharing, sharing_note
 from ._types import RunInfo
 from ._validate import check_choice
 
@@ -128,6 +130,8 @@ class TrackingOptions(ProfilerOptions, total=False):
 
     all_ranks: bool
     online_timeout: float | None
+    run_mode: RunMode | None
+    rank_scope: RankScope | None
 
 
 SHARED_OPTIONS: Mapping[str, str] = {
@@ -151,9 +155,20 @@ SHARED_OPTIONS: Mapping[str, str] = {
         "prefix, False for no copy. Default ``$FLYTE_CTX_TRACKING_OFFLINE_COPY``, else: trackers copy "
         "their offline runs in remote runs (pods) to the raw output prefix; profilers copy nothing."
     ),
-    "all_ranks": (
-        "in distributed training (``WORLD_SIZE > 1``) track every rank, not rank 0 only; the other "
-        "ranks otherwise get ``None``."
+    "all_ranks": '``rank_scope="rank"``, by its older name (True: every rank its own run).',
+    "run_mode": (
+        '``"new"`` (a run of its own for each task or block), ``"shared"`` (one run for the whole '
+        'execution: every task and rank writes into it), ``"nested"`` (a child of the execution\'s parent '
+        'run, or a member of its group) or ``"auto"`` (the backend\'s choice: ``"new"``; MLflow nests '
+        "under an active run). None: the workflow's default (``FLYTE_CTX_TRACKING_RUN_MODE``, "
+        ':func:`tracking_defaults`), else ``"auto"``. A mode the backend cannot do where it runs '
+        '(offline) falls back to ``"new"`` with one warning; see ``docs/run-sharing.md``.'
+    ),
+    "rank_scope": (
+        'in distributed training (``WORLD_SIZE > 1``): ``"global"`` (one run for the job, opened by rank 0), '
+        '``"worker"`` (one per node, by ``GROUP_RANK``, opened by its ``LOCAL_RANK`` 0) or ``"rank"`` (one '
+        'per rank). With ``run_mode="shared"`` every rank writes into its scope\'s run; otherwise the ranks '
+        'that do not open one get ``None``. None: the workflow\'s default, else ``"global"``.'
     ),
     "online_timeout": (
         "seconds going online may take before the block starts offline instead, with one warning "
@@ -220,6 +235,8 @@ _LOG = logging.getLogger("flyte_ctx_tracking")
 # How many runs of each backend went offline for want of a key in this process (said once, then counted).
 _OFFLINE_NOTICES: dict[str, int] = {}
 _OFFLINE_NOTICES_LOCK = threading.Lock()
+# How often each (backend, run mode, mode) fell back to a new run in this process (said once, then counted).
+_RUN_MODE_NOTICES: dict[tuple[str, str, str], int] = {}
 # The origin of the session whose backend code is running in this context (set around each hook).
 _ORIGIN: ContextVar[_Origin | None] = ContextVar("flyte_ctx_tracking_origin", default=None)
 
@@ -283,6 +300,9 @@ class OpenPlan:
     offline), or None: see :mod:`._preserve`."""
     copied: bool = False
     """The copy to ``copy_to`` was made (set after closing, for the deck)."""
+    sharing: Sharing = field(default_factory=Sharing)
+    """Which run this writer writes to (run mode, rank scope, the shared identity): ``run_id`` is the
+    identity it derives. Profilers always get a new run's."""
 
 
 @dataclass(eq=False)
@@ -302,6 +322,9 @@ class _OpenState:
     finished: bool = False
     """Closing has begun (by the last user, or on termination): it happens exactly once."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    session: Session[Any] | None = None
+    """The session that opened the handle, when it is not the one entered: a copy with the
+    workflow's defaults filled in (see :mod:`._defaults`). It also closes the handle."""
 
     def claim_finish(self) -> bool:
         """True for the one caller that gets to close the handle."""
@@ -506,6 +529,10 @@ class Session(Generic[HandleT]):
     named_after_function: ClassVar[bool] = False
     """Whether a decorated function names an unnamed session (profilers: ``name``)."""
     works_without_directory: ClassVar[bool] = False
+    run_modes: ClassVar[Mapping[str, tuple[str, ...]]] = {"online": ("new",), "offline": ("new",)}
+    """The run modes (``new``, ``shared``, ``nested``) the backend can do online and offline."""
+    auto_run_mode: ClassVar[str] = "new"
+    """What ``run_mode="auto"`` does for this backend."""
     telemetry_off: ClassVar[Mapping[str, str]] = {}
     """The backend's own phone-home switches (environment variables), set before a session that is
     not online opens (a user's own value wins). The backends read them when they are imported or
@@ -568,6 +595,21 @@ class Session(Generic[HandleT]):
         all_ranks = shared.get("all_ranks", False)
         if not isinstance(all_ranks, bool):
             raise TypeError(f"{owner}: all_ranks={all_ranks!r} is not accepted; pass True or False")
+        run_mode = shared.get("run_mode")
+        if run_mode is not None:
+            # Only the modes this backend has: Comet and Neptune have no parent runs to nest under.
+            possible = ("auto", *dict.fromkeys(mode for modes in self.run_modes.values() for mode in modes))
+            check_choice(owner, "run_mode", run_mode, tuple(mode for mode in RUN_MODES if mode in possible))
+        rank_scope = shared.get("rank_scope")
+        if rank_scope is not None:
+            check_choice(owner, "rank_scope", rank_scope, RANK_SCOPES)
+        if all_ranks:
+            if rank_scope not in (None, "rank"):
+                raise ValueError(
+                    f"{owner}: all_ranks=True is rank_scope='rank', which contradicts rank_scope={rank_scope!r}; "
+                    "pass one of them"
+                )
+            rank_scope = "rank"
         offline_copy = shared.get("offline_copy")
         if offline_copy is not None and not isinstance(offline_copy, (bool, str)):
             raise TypeError(
@@ -584,6 +626,8 @@ class Session(Generic[HandleT]):
         self.secret = secret
         self.directory = Path(directory) if directory is not None else None
         self.all_ranks = all_ranks
+        self.run_mode: str | None = run_mode
+        self.rank_scope: str | None = rank_scope
         self.offline_copy: bool | str | None = offline_copy
         self.online_timeout: float | None = online_timeout
         self._key: Hashable | None = None
@@ -982,9 +1026,38 @@ class Session(Generic[HandleT]):
         """Decide the plan and open the backend (safe to run off the event loop)."""
         token = _ORIGIN.set(origin)
         try:
-            return self._open_with_fallback(origin)
+            session = self._with_defaults()
+            state = session._open_with_fallback(origin)
+            if session is not self:
+                state.session = session
+            return state
         finally:
             _ORIGIN.reset(token)
+
+    def _with_defaults(self: SessionT) -> SessionT:
+        """This session, or a copy of it with the workflow's defaults where it has no value of its own
+        (:mod:`._defaults`): read at each open, since decorators are built before any default is set."""
+        if not self.tracks_runs:
+            return self
+        defaults, problems = current_defaults()
+        for problem in problems:
+            warn(f"{type(self).__name__}: {problem}")
+        if defaults == TrackingDefaults():
+            return self
+        updates: dict[str, Any] = {}
+        if self.mode == "auto" and defaults.mode is not None:
+            updates["mode"] = defaults.mode
+        if self.run_mode is None and defaults.run_mode is not None:
+            updates["run_mode"] = defaults.run_mode
+        if self.rank_scope is None and defaults.rank_scope is not None:
+            updates["rank_scope"] = defaults.rank_scope
+        updates.update(self._backend_defaults(defaults))
+        return self._replace(**updates) if updates else self
+
+    def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
+        """The attributes the workflow's ``project``, ``entity`` and ``tags`` set on this session: only
+        where the session has no value of its own; tags after its own. None by default."""
+        return {}
 
     def _open_with_fallback(self, origin: _Origin | None) -> _OpenState:
         mode = self._effective_mode()
@@ -992,18 +1065,6 @@ class Session(Generic[HandleT]):
             return _OpenState(self._inactive_handle(), None, origin)
         self._require_backend()
         context = execution_context()
-        if self.tracks_runs and context.is_distributed and not context.is_rank_zero and not self.all_ranks:
-            # Rank 0 reports for everyone; the other ranks run their code untracked.
-            return _OpenState(None, None, origin)
-        try:
-            directory = self._data_directory()
-        except Exception as error:  # an unwritable FLYTE_CTX_TRACKING_DIR or working directory
-            if not self.works_without_directory:
-                self._backend_failure("could not create its data directory; the block runs untracked", error)
-                return _OpenState(self._inactive_handle(), None, origin)
-            # A data gate must still judge the data: only the saving degrades.
-            self._backend_failure("could not create its data directory; nothing will be saved", error)
-            directory = self._default_directory().absolute()
         api_key: str | None = None
         fallback: str | None = None
         if self.tracks_runs:
@@ -1022,20 +1083,35 @@ class Session(Generic[HandleT]):
                     fallback = f"no {self.credential_name} was found ({source})"
         else:
             mode = "on"
+        function = origin.function if origin is not None else None
+        sharing, run_id = self._decide_sharing(context, mode, function)
+        if not sharing.opens:
+            # The scope's rank 0 reports for it; the other ranks run their code untracked.
+            return _OpenState(None, None, origin)
+        try:
+            directory = self._data_directory()
+        except Exception as error:  # an unwritable FLYTE_CTX_TRACKING_DIR or working directory
+            if not self.works_without_directory:
+                self._backend_failure("could not create its data directory; the block runs untracked", error)
+                return _OpenState(self._inactive_handle(), None, origin)
+            # A data gate must still judge the data: only the saving degrades.
+            self._backend_failure("could not create its data directory; nothing will be saved", error)
+            directory = self._default_directory().absolute()
         keys = (api_key, *self._safe_known_secrets())
         secrets = tuple(dict.fromkeys(form for key in keys if key for form in self._secret_forms(key)))
         plan = OpenPlan(
             mode=mode,
             context=context,
             directory=directory,
-            run_id=context.run_identity(per_rank=self.all_ranks),
+            run_id=run_id,
             group=context.group,
             api_key=api_key,
             secrets=secrets,
             fallback_reason=fallback,
             source_file=origin.filename if origin is not None and os.path.isfile(origin.filename) else None,
-            function=origin.function if origin is not None else None,
+            function=function,
             copy_to=_preserve.copy_destination(self.offline_copy, context, self.kind, by_default=self.tracks_runs),
+            sharing=sharing,
         )
         if plan.mode != "online":
             self._quiet_telemetry()
@@ -1049,7 +1125,15 @@ class Session(Generic[HandleT]):
                 self._backend_failure(f"could not start {self.display_name} online", error, secrets)
             # One warning in all, the offline one, says why going online failed.
             reason = f"going online failed ({self._describe_failure(error, secrets)})"
-            plan = replace(plan, mode="offline", fallback_reason=reason, after_online_failure=True)
+            sharing, run_id = self._decide_sharing(context, "offline", function)
+            plan = replace(
+                plan,
+                mode="offline",
+                fallback_reason=reason,
+                after_online_failure=True,
+                sharing=sharing,
+                run_id=run_id,
+            )
             self._quiet_telemetry()
             try:
                 handle = self._open(plan)
@@ -1065,6 +1149,40 @@ class Session(Generic[HandleT]):
                 self._close(handle, plan, None)
             raise
         return _OpenState(handle, plan, origin)
+
+    def _decide_sharing(self, context: ExecutionContext, mode: str, function: str | None) -> tuple[Sharing, str | None]:
+        """Which run this writer writes to in ``mode`` (:mod:`._sharing`), and its identity; a run mode
+        the backend cannot do there gets one warning per process and falls back to a new run."""
+        if not self.tracks_runs:
+            return Sharing(), context.run_identity()
+        sharing, run_id = decide_sharing(
+            context,
+            requested=self.run_mode or "auto",
+            rank_scope=self.rank_scope or "global",
+            auto=self.auto_run_mode,
+            supported=self.run_modes.get(mode, ("new",)),
+            function=function,
+        )
+        if sharing.fallback is None:
+            return sharing, run_id
+        wanted = sharing.requested
+        message = (
+            f"{type(self).__name__}: {self.display_name} cannot do run_mode={wanted!r} {mode}, so it opens a run of "
+            "its own instead (run_mode='new')"
+        )
+        if wanted == "shared":
+            message += f"; every writer keeps one, and they are found together by {sharing.shared_id!r}"
+        if mode == "offline" and any(wanted in modes for modes in self.run_modes.values()):
+            message += " (online it can)"
+        message += ". See docs/run-sharing.md."
+        with _OFFLINE_NOTICES_LOCK:
+            first = _RUN_MODE_NOTICES.setdefault((self.kind, wanted, mode), 0) == 0
+            _RUN_MODE_NOTICES[(self.kind, wanted, mode)] += 1
+        if first:
+            warn(message)
+        else:
+            _LOG.info("%s", message)
+        return sharing, run_id
 
     def _quiet_telemetry(self) -> None:
         for name, value in self.telemetry_off.items():
@@ -1129,6 +1247,8 @@ class Session(Generic[HandleT]):
         """Enter :meth:`_handle_scope` in the caller's context; a failure follows ``on_error`` (the handle
         itself still works). Nothing after the handle opened may leave it open behind. From here on, a
         termination signal closes the handle as failed."""
+        if state.session is not None and state.session is not self:
+            return state.session._publish(state)
         if state.handle is None or state.plan is None:
             return
         _termination.track(id(state), functools.partial(self._close_now, state))
@@ -1154,6 +1274,8 @@ class Session(Generic[HandleT]):
 
     def _unpublish(self, state: _OpenState) -> None:
         """Exit :meth:`_handle_scope` (in the caller's context); a failure only warns."""
+        if state.session is not None and state.session is not self:
+            return state.session._unpublish(state)
         scope, state.scope = state.scope, None
         if scope is None or state.plan is None:
             return
@@ -1168,6 +1290,8 @@ class Session(Generic[HandleT]):
 
     def _finish(self, state: _OpenState, error: BaseException | None) -> None:
         """Close the handle, add its decks and judge the block (safe to run off the event loop), once."""
+        if state.session is not None and state.session is not self:
+            return state.session._finish(state, error)
         if state.handle is None or state.plan is None or not state.claim_finish():
             return
         token = _ORIGIN.set(state.origin)
@@ -1180,6 +1304,8 @@ class Session(Generic[HandleT]):
     def _close_now(self, state: _OpenState, error: BaseException | None) -> None:
         """Close the handle at once, without deck or verdict: the process is being terminated (``error``
         says so), or publishing the handle failed."""
+        if state.session is not None and state.session is not self:
+            return state.session._close_now(state, error)
         if state.handle is None or state.plan is None or not state.claim_finish():
             return
         try:
@@ -1331,6 +1457,8 @@ class TrackingSession(Session[HandleT]):
         "all_ranks",
         "online_timeout",
         "offline_copy",
+        "run_mode",
+        "rank_scope",
     )
 
     def _inactive_handle(self) -> HandleT | None:
@@ -1372,6 +1500,8 @@ class TrackingSession(Session[HandleT]):
         info = self._run_info(handle, plan, error)
         if plan.copied:
             info = replace(info, copied_to=plan.copy_to)
+        if info.sharing is None:
+            info = replace(info, sharing=sharing_note(plan.sharing))
         # Several runs in one task are told apart by name; numbering is the last resort (add_deck).
         title = f"{info.backend}: {info.name}" if info.name else info.backend
         return title, run_card_html(info)

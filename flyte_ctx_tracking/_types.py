@@ -31,3 +31,5 @@ class RunInfo:
     """Why logged values are missing from the card (not kept locally, not readable), if they are."""
     copied_to: str | None = None
     """Where the run's local data was copied when it closed, to outlive the pod."""
+    sharing: str | None = None
+    """Who else writes into this run, or which runs it belongs with (run modes), in words."""

@@ -130,6 +130,8 @@ def run_card_html(info: RunInfo) -> str:
     parts = [f"<div style='{_STYLE}'>", f"<h3 style='margin-top:0'>{escape(info.backend)} run ({status})</h3>"]
     if info.status:
         parts.append(f"<p>Status: <strong>{escape(info.status)}</strong></p>")
+    if info.sharing:
+        parts.append(f"<p data-sharing><strong>{escape(info.sharing)}</strong></p>")
     parts.append(f"<table>{rows}</table>")
     if info.tags:
         tags = ", ".join(f"<code>{escape(str(tag))}</code>" for tag in info.tags)
