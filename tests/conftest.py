@@ -189,6 +189,85 @@ def _read_outputs(path: Path) -> dict[str, Any]:
 PodRunner = Callable[..., PodRun]
 
 
+def _pod_launch(
+    workdir: Path,
+    module: str,
+    task_name: str,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    secrets: Mapping[tuple[str, str], str] | None = None,
+    env: Mapping[str, str] | None = None,
+    attempt: int = 0,
+    node_id: str = NODE_ID,
+    hostname: str | None = None,
+    execution_url: str | None = None,
+    output_prefix: Path | None = None,
+) -> tuple[list[str], dict[str, str], Path]:
+    """The ``pyflyte-execute`` command of a pod running ``module.task_name`` in ``workdir``, its
+    environment, and its output prefix. The module file must be in ``workdir``."""
+    output_prefix = output_prefix or workdir / "outputs"
+    output_prefix.mkdir(parents=True, exist_ok=True)
+    inputs_file = output_prefix / "inputs.pb"
+    _to_literal_map_file(inputs or {}, inputs_file)
+
+    pod_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE_INTERNAL_", "_FSEC_"))}
+    pod_env.update(
+        {
+            # The task module, and the repository so that pod tasks can import test helpers.
+            "PYTHONPATH": os.pathsep.join([str(workdir), str(REPO), pod_env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "FLYTE_INTERNAL_EXECUTION_ID": EXECUTION_NAME,
+            "FLYTE_INTERNAL_EXECUTION_PROJECT": "flytesnacks",
+            "FLYTE_INTERNAL_EXECUTION_DOMAIN": "development",
+            "FLYTE_INTERNAL_EXECUTION_WORKFLOW": f"{module}.wf",
+            "FLYTE_INTERNAL_EXECUTION_LAUNCHPLAN": f"{module}.wf",
+            "FLYTE_INTERNAL_TASK_PROJECT": "flytesnacks",
+            "FLYTE_INTERNAL_TASK_DOMAIN": "development",
+            "FLYTE_INTERNAL_TASK_NAME": f"{module}.{task_name}",
+            "FLYTE_INTERNAL_TASK_VERSION": "v1",
+            "HOSTNAME": hostname or f"{EXECUTION_NAME}-{node_id}-{attempt}",
+            "FLYTE_ATTEMPT_NUMBER": str(attempt),
+            "FLYTE_CTX_TRACKING_DIR": str(workdir / "tracking"),
+            "HOME": str(workdir / "home"),
+        }
+    )
+    (workdir / "home").mkdir(exist_ok=True)
+    if execution_url:
+        pod_env["FLYTE_EXECUTION_URL"] = execution_url
+    for (group, key), value in (secrets or {}).items():
+        pod_env[f"_FSEC_{group.upper()}_{key.upper()}"] = value
+    pod_env.update(env or {})
+
+    entrypoint = Path(sys.executable).parent / "pyflyte-execute"
+    command = [
+        str(entrypoint),
+        "--inputs",
+        str(inputs_file),
+        "--output-prefix",
+        str(output_prefix),
+        "--raw-output-data-prefix",
+        str(workdir / "raw"),
+        "--resolver",
+        "flytekit.core.python_auto_container.default_task_resolver",
+        "--",
+        "task-module",
+        module,
+        "task-name",
+        task_name,
+    ]
+    return command, pod_env, output_prefix
+
+
+def _pod_result(workdir: Path, output_prefix: Path, returncode: int, stdout: str, stderr: str) -> PodRun:
+    return PodRun(
+        returncode=returncode,
+        stdout=stdout,
+        stderr=stderr,
+        workdir=workdir,
+        output_prefix=output_prefix,
+        outputs=_read_outputs(output_prefix / "outputs.pb"),
+    )
+
+
 @pytest.fixture
 def pod_run(tmp_path: Path) -> PodRunner:
     """Run ``task_name`` from ``source`` (a module's text) through ``pyflyte-execute`` as a pod would.
@@ -203,80 +282,86 @@ def pod_run(tmp_path: Path) -> PodRunner:
         source: str,
         task_name: str,
         *,
-        inputs: Mapping[str, Any] | None = None,
-        secrets: Mapping[tuple[str, str], str] | None = None,
-        env: Mapping[str, str] | None = None,
-        attempt: int = 0,
-        node_id: str = NODE_ID,
-        hostname: str | None = None,
         execution_url: str
         | None = "https://flyte.example.com/console/projects/flytesnacks/domains/development/executions/"
         + EXECUTION_NAME,
+        **options: Any,
     ) -> PodRun:
         workdir = tmp_path / f"pod{next(counter)}"
         workdir.mkdir()
         module = f"pod_tasks_{workdir.name}"
         (workdir / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-        output_prefix = workdir / "outputs"
-        output_prefix.mkdir()
-        inputs_file = workdir / "inputs.pb"
-        _to_literal_map_file(inputs or {}, inputs_file)
+        command, env, output_prefix = _pod_launch(workdir, module, task_name, execution_url=execution_url, **options)
+        done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+        return _pod_result(workdir, output_prefix, done.returncode, done.stdout, done.stderr)
 
-        pod_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE_INTERNAL_", "_FSEC_"))}
-        pod_env.update(
-            {
-                # The task module, and the repository so that pod tasks can import test helpers.
-                "PYTHONPATH": os.pathsep.join([str(workdir), str(REPO), pod_env.get("PYTHONPATH", "")]).rstrip(
-                    os.pathsep
-                ),
-                "FLYTE_INTERNAL_EXECUTION_ID": EXECUTION_NAME,
-                "FLYTE_INTERNAL_EXECUTION_PROJECT": "flytesnacks",
-                "FLYTE_INTERNAL_EXECUTION_DOMAIN": "development",
-                "FLYTE_INTERNAL_EXECUTION_WORKFLOW": f"{module}.wf",
-                "FLYTE_INTERNAL_EXECUTION_LAUNCHPLAN": f"{module}.wf",
-                "FLYTE_INTERNAL_TASK_PROJECT": "flytesnacks",
-                "FLYTE_INTERNAL_TASK_DOMAIN": "development",
-                "FLYTE_INTERNAL_TASK_NAME": f"{module}.{task_name}",
-                "FLYTE_INTERNAL_TASK_VERSION": "v1",
-                "HOSTNAME": hostname or f"{EXECUTION_NAME}-{node_id}-{attempt}",
-                "FLYTE_ATTEMPT_NUMBER": str(attempt),
-                "FLYTE_CTX_TRACKING_DIR": str(workdir / "tracking"),
-                "HOME": str(workdir / "home"),
+    return run
+
+
+PodJob = Callable[..., list[PodRun]]
+
+
+def run_pod_job(
+    job: Path, source: str, task_name: str, *, nodes: int = 2, local_ranks: int = 2, **options: Any
+) -> list[PodRun]:
+    """Run ``task_name`` from ``source`` in the folder ``job`` as a torch elastic job does: ``nodes``
+    pods (named as the training operator names them, ``<execution>-<node>-<attempt>-worker-<i>``),
+    each running ``local_ranks`` processes through ``pyflyte-execute`` at once, with ``RANK``,
+    ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE`` and ``GROUP_RANK`` set per process. A node's
+    ranks share its pod's name and data directory. Returns one :class:`PodRun` per rank, in rank
+    order (its ``workdir`` is its node's).
+
+    Keyword arguments: those of ``pod_run`` (``env``, ``attempt``, ``node_id``...).
+    """
+    module = f"pod_tasks_{job.name}".replace("-", "_")
+    node_id, attempt = options.pop("node_id", NODE_ID), options.get("attempt", 0)
+    world = nodes * local_ranks
+    started: list[tuple[Path, Path, subprocess.Popen[str]]] = []
+    try:
+        for rank in range(world):
+            node, local = divmod(rank, local_ranks)
+            workdir = job / f"node{node}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+            elastic = {
+                "RANK": str(rank),
+                "LOCAL_RANK": str(local),
+                "WORLD_SIZE": str(world),
+                "LOCAL_WORLD_SIZE": str(local_ranks),
+                "GROUP_RANK": str(node),
             }
-        )
-        (workdir / "home").mkdir()
-        if execution_url:
-            pod_env["FLYTE_EXECUTION_URL"] = execution_url
-        for (group, key), value in (secrets or {}).items():
-            pod_env[f"_FSEC_{group.upper()}_{key.upper()}"] = value
-        pod_env.update(env or {})
+            command, env, output_prefix = _pod_launch(
+                workdir,
+                module,
+                task_name,
+                node_id=node_id,
+                hostname=f"{EXECUTION_NAME}-{node_id}-{attempt}-worker-{node}",
+                output_prefix=workdir / f"outputs-rank{rank}",
+                **{**options, "env": {**options.get("env", {}), **elastic}},
+            )
+            process = subprocess.Popen(
+                command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            started.append((workdir, output_prefix, process))
+        runs = []
+        for workdir, output_prefix, process in started:
+            stdout, stderr = process.communicate(timeout=300)
+            runs.append(_pod_result(workdir, output_prefix, process.returncode, stdout, stderr))
+        return runs
+    finally:
+        for _, _, process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
-        entrypoint = Path(sys.executable).parent / "pyflyte-execute"
-        command = [
-            str(entrypoint),
-            "--inputs",
-            str(inputs_file),
-            "--output-prefix",
-            str(output_prefix),
-            "--raw-output-data-prefix",
-            str(workdir / "raw"),
-            "--resolver",
-            "flytekit.core.python_auto_container.default_task_resolver",
-            "--",
-            "task-module",
-            module,
-            "task-name",
-            task_name,
-        ]
-        done = subprocess.run(command, cwd=workdir, env=pod_env, capture_output=True, text=True, timeout=300)
-        return PodRun(
-            returncode=done.returncode,
-            stdout=done.stdout,
-            stderr=done.stderr,
-            workdir=workdir,
-            output_prefix=output_prefix,
-            outputs=_read_outputs(output_prefix / "outputs.pb"),
-        )
+
+@pytest.fixture
+def pod_job(tmp_path: Path) -> PodJob:
+    """:func:`run_pod_job` in this test's folder: ``pod_job(source, task_name, nodes=2, local_ranks=2)``."""
+    counter = iter(range(1_000_000))
+
+    def run(source: str, task_name: str, **options: Any) -> list[PodRun]:
+        return run_pod_job(tmp_path / f"job{next(counter)}", source, task_name, **options)
 
     return run
 

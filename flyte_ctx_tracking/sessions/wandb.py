@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._decorator import SessionDecorator
+from .._defaults import TrackingDefaults
 from .._offline import OfflineRun, Progress, UploadTarget
 from .._secrets import SecretSpec, redact
 from .._session import OpenPlan, RunInfo, TrackingSession, tracking_root, warn
@@ -49,6 +50,10 @@ DEFAULT_HOST = "https://wandb.ai"
 DEFAULT_API_HOST = "https://api.wandb.ai"
 WANDB_EXECUTION_TYPE_VALUE = "wandb-execution-id"
 WANDB_CUSTOM_TYPE_VALUE = "wandb-custom-id"
+WANDB_SHARED_TYPE_VALUE = "wandb-shared-id"
+"""Link type of a run the whole execution shares: its id is the execution's name (``{{ .executionName }}``)."""
+WANDB_GROUP_TYPE_VALUE = "wandb-group"
+"""Link type of a task whose runs are per worker or rank, or nested: the execution's group of runs."""
 
 # What W&B itself rejects (wandb.Settings validators), checked here so that bad input fails when
 # the session is built, without importing wandb.
@@ -60,6 +65,7 @@ _MAX_JOB_TYPE = 64  # W&B's limit on job_type
 # Pod names can be long; the run id also names the offline folder, so keep it short.
 _MAX_RUN_ID = 64
 _OFFLINE_SUFFIX = "-offline"
+_MAX_LABEL = 64
 # WANDB_MODE's values (with W&B's old aliases) as session modes.
 _WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
 # W&B names the run's folder `offline-run-<date>_<time>-<id>`: a file name has at most 255 bytes.
@@ -166,6 +172,12 @@ class WandbSession(
     """
 
     credential_sources: ClassVar[str] = "WANDB_API_KEY is not set and there is no saved `wandb login`"
+    # Offline runs cannot be shared: each process writes its own folder, and `wandb sync` of two
+    # folders with one id replays them one after the other, the later replacing the earlier.
+    run_modes: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "online": ("new", "shared", "nested"),
+        "offline": ("new", "nested"),
+    }
     telemetry_off: ClassVar[Mapping[str, str]] = {"WANDB_ERROR_REPORTING": "false"}
     project: str | None
     entity: str | None
@@ -210,6 +222,17 @@ class WandbSession(
         self.init_kwargs: dict[str, Any] = init_kwargs
 
     # ------------------------------------------------------------------ core hooks
+    def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
+        updates: dict[str, Any] = {}
+        if self.project is None and defaults.project is not None:
+            updates["project"] = defaults.project
+        if self.entity is None and defaults.entity is not None:
+            updates["entity"] = defaults.entity
+        if defaults.tags:
+            tags = list(self.init_kwargs.get("tags") or ())
+            updates["init_kwargs"] = {**self.init_kwargs, "tags": [*tags, *(t for t in defaults.tags if t not in tags)]}
+        return updates
+
     def _reuse_key(self) -> Hashable:
         # An explicit name is a different run too: a nested `name="eval"` must not log into "train".
         return (self.api_host, self.entity, self.project, self.id, self.init_kwargs.get("name"))
@@ -287,10 +310,9 @@ class WandbSession(
         context = plan.context
         kwargs = {key: value for key, value in self.init_kwargs.items() if key not in _MERGED}
 
-        run_id = self.id
-        if run_id is not None and self.all_ranks and context.is_distributed:
-            run_id = f"{run_id}-rank{context.rank}"  # the user's id, still distinct by rank
-        run_id = run_id or _derived_run_id(plan.run_id)
+        sharing = plan.sharing
+        # The user's id keeps the scope's runs apart too (`<id>-rank3`); a shared run's is everyone's.
+        run_id = f"{self.id}{sharing.suffix}" if self.id is not None else _derived_run_id(plan.run_id)
         if run_id and plan.after_online_failure:
             # wandb-core keeps a failed online attempt's id reserved in this process: the offline
             # run takes another, and its sync command uploads it under the intended one.
@@ -334,6 +356,8 @@ class WandbSession(
             settings.api_key = plan.api_key  # this run's settings only; offline runs never get the key
         if plan.online_timeout is not None and not _set_by_user(user_settings, "init_timeout"):
             settings.init_timeout = plan.online_timeout  # W&B gives up by itself as the core abandons it
+        if sharing.run_mode == "shared":
+            _share(settings, plan, user_settings)
 
         arguments: dict[str, Any] = {
             # W&B's own variables fill in what the session was not given.
@@ -343,13 +367,15 @@ class WandbSession(
             "dir": str(root_dir),
             # An execution's runs are found together: its tasks' runs share the execution as their
             # group, the task is the job type; a node's retries and ranks keep their own run ids.
-            "group": self.init_kwargs.get("group") or _execution_group(plan),
+            "group": self.init_kwargs.get("group") or sharing.shared_id or _execution_group(plan),
             "job_type": self.init_kwargs.get("job_type") or _job_type(plan),
             "config": config,
             "notes": notes,
             "tags": tags or None,
-            "mode": plan.mode,
+            "mode": "shared" if sharing.run_mode == "shared" else plan.mode,
             "reinit": self.init_kwargs.get("reinit", "create_new"),
+            # Several writers of a shared run, and a retry writing into it again, resume it.
+            **({"resume": "allow"} if sharing.run_mode == "shared" else {}),
             "settings": settings,
             **kwargs,
         }
@@ -511,6 +537,20 @@ def _set_by_user(user_settings: Any, name: str) -> bool:
     if isinstance(user_settings, Mapping):
         return name in user_settings
     return user_settings is not None and name in getattr(user_settings, "model_fields_set", ())
+
+
+def _share(settings: Any, plan: OpenPlan, user_settings: Any) -> None:
+    """W&B's shared mode: every writer logs into the one run; only the scope's rank 0 (the primary)
+    owns its lifecycle, so another writer finishing first does not mark the run finished, and each
+    writer's system metrics carry its own label."""
+    settings.mode = "shared"
+    sharing = plan.sharing
+    if not _set_by_user(user_settings, "x_primary"):
+        settings.x_primary = sharing.primary
+    if not _set_by_user(user_settings, "x_update_finish_state"):
+        settings.x_update_finish_state = sharing.primary
+    if not _set_by_user(user_settings, "x_label"):
+        settings.x_label = re.sub(r"[^A-Za-z0-9._-]+", "-", sharing.writer).strip("-")[:_MAX_LABEL] or None
 
 
 def _execution_group(plan: OpenPlan) -> str | None:
@@ -801,17 +841,23 @@ class wandb_init(SessionDecorator, session=WandbSession):  # lowercase: the name
 
     def get_extra_config(self) -> dict[str, str]:
         """What flytekitplugins-wandb attaches to the task, so Flyte console W&B links keep working."""
-        session: WandbSession = self.session  # type: ignore[assignment]
+        # The workflow's defaults where registration sets them (FLYTE_CTX_TRACKING_PROJECT...).
+        session: WandbSession = self.session._with_defaults()  # type: ignore[assignment]
         config: dict[str, str] = {self.WANDB_HOST_KEY: session.host}
         if session.project is not None:  # optional here, unlike in flytekitplugins-wandb
             config[self.WANDB_PROJECT_KEY] = session.project
         if session.entity is not None:
             config[self.WANDB_ENTITY_KEY] = session.entity
-        if session.id is None:
-            config[self.LINK_TYPE_KEY] = WANDB_EXECUTION_TYPE_VALUE
-        else:
+        if session.run_mode == "nested" or session.rank_scope in ("worker", "rank"):
+            # No run is named after the pod: link the execution's group, where every run of it is.
+            config[self.LINK_TYPE_KEY] = WANDB_GROUP_TYPE_VALUE
+        elif session.id is not None:
             config[self.WANDB_ID_KEY] = session.id
             config[self.LINK_TYPE_KEY] = WANDB_CUSTOM_TYPE_VALUE
+        elif session.run_mode == "shared":
+            config[self.LINK_TYPE_KEY] = WANDB_SHARED_TYPE_VALUE
+        else:
+            config[self.LINK_TYPE_KEY] = WANDB_EXECUTION_TYPE_VALUE
         return config
 
 
