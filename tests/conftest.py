@@ -99,7 +99,11 @@ def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.delenv("FLYTE_CTX_TRACKING_MODE", raising=False)
     for name in _SCRUBBED_ENV:
         monkeypatch.delenv(name, raising=False)
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK"):
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    from flyte_ctx_tracking._defaults import DEFAULTS_ENV_VARS
+
+    for name in DEFAULTS_ENV_VARS.values():  # a developer's workflow defaults would change results
         monkeypatch.delenv(name, raising=False)
     for name in list(os.environ):
         if name.startswith(("FLYTE_INTERNAL_", "_FSEC_", "BATCH_JOB_ARRAY")):
@@ -111,6 +115,7 @@ def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     from flyte_ctx_tracking import _session
 
     _session._OFFLINE_NOTICES.clear()  # each test sees the once-per-process offline notice
+    _session._RUN_MODE_NOTICES.clear()  # and the once-per-process run-mode fallback notice
     _end_a_leftover_comet_experiment()
     yield root
 

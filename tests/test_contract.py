@@ -760,3 +760,79 @@ def test_no_secret_in_anything_written_or_printed(
         assert not any(spelling in text.encode() for spelling in spellings)
     written = [path for path in files_under(tmp_path) if any(s in path.read_bytes() for s in spellings)]
     assert written == []
+
+
+# ------------------------------------------------------------------------------ run modes and ranks
+@pytest.fixture
+def elastic_rank(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Make this process rank ``n`` of a torch elastic job of 2 nodes x 2 ranks."""
+
+    def become(rank: int) -> None:
+        for name, value in {
+            "WORLD_SIZE": 4,
+            "LOCAL_WORLD_SIZE": 2,
+            "RANK": rank,
+            "LOCAL_RANK": rank % 2,
+            "GROUP_RANK": rank // 2,
+        }.items():
+            monkeypatch.setenv(name, str(value))
+
+    return become
+
+
+@each_probe(where=lambda probe: probe.tracks_runs)
+def test_each_rank_scope_opens_on_its_ranks_and_the_others_run_untracked(
+    probe: Probe, root: Path, elastic_rank: Callable[[int], None]
+) -> None:
+    opened: dict[tuple[int, str], bool] = {}
+    for rank in (1, 2):  # rank 1: node 0, local rank 1; rank 2: node 1, local rank 0
+        elastic_rank(rank)
+        for scope in ("global", "worker", "rank"):
+            with probe.make(rank_scope=scope) as handle:
+                opened[(rank, scope)] = handle is not None and probe.is_active(handle)
+                if handle is not None:  # a rank that opens nothing gets None, as before
+                    probe.log(handle, rank)
+    assert opened == {
+        (1, "global"): False,
+        (1, "worker"): False,
+        (1, "rank"): True,
+        (2, "global"): False,
+        (2, "worker"): True,  # the first rank of its node
+        (2, "rank"): True,
+    }
+    assert sorted(run.values for run in probe.read_back(root)) == [(1,), (2,), (2,)]
+
+
+@each_probe(where=lambda probe: probe.tracks_runs)
+def test_every_run_mode_the_backend_has_offline_records_and_the_others_are_refused(probe: Probe, root: Path) -> None:
+    offline = probe.session.run_modes["offline"]
+    everywhere = {mode for modes in probe.session.run_modes.values() for mode in modes}
+    for value, mode in enumerate(offline, start=1):
+        with recorded_warnings() as caught, probe.make(run_mode=mode) as handle:
+            probe.log(handle, value)
+        assert tracking_warnings(caught) == []
+    assert sorted(run.values for run in probe.read_back(root)) == [(value,) for value in range(1, len(offline) + 1)]
+    for mode in {"new", "shared", "nested"} - everywhere:
+        with pytest.raises(ValueError, match=f"run_mode='{mode}'.*use one of 'auto'"):
+            probe.make(run_mode=mode)
+
+
+@each_probe(
+    where=lambda probe: (
+        probe.tracks_runs
+        and "shared" in probe.session.run_modes["online"]
+        and "shared" not in probe.session.run_modes["offline"]
+    )
+)
+def test_a_shared_run_the_backend_cannot_share_offline_keeps_every_writer_with_one_warning(
+    probe: Probe, root: Path, elastic_rank: Callable[[int], None]
+) -> None:
+    with recorded_warnings() as caught:
+        for rank in (0, 1, 3):
+            elastic_rank(rank)
+            with probe.make(run_mode="shared") as handle:
+                assert probe.is_active(handle)  # every writer writes: nothing it logs is lost
+                probe.log(handle, rank)
+    (warning,) = tracking_warnings(caught)
+    assert "run_mode='shared' offline" in str(warning.message)
+    assert sorted(run.values for run in probe.read_back(root)) == [(0,), (1,), (3,)]
