@@ -75,10 +75,14 @@ def _check(owner: str, values: TrackingDefaults) -> TrackingDefaults:
 
     for name in ("project", "entity"):
         value = getattr(values, name)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{owner}: {name}={value!r} is not accepted; pass a non-empty str, or None")
+        if value is not None and not value.strip():
             raise ValueError(f"{owner}: {name}={value!r} is not accepted; pass a non-empty str, or None")
     for tag in values.tags:
-        if not isinstance(tag, str) or not tag.strip():
+        if not isinstance(tag, str):
+            raise TypeError(f"{owner}: tags contains {tag!r}; every tag must be a non-empty str")
+        if not tag.strip():
             raise ValueError(f"{owner}: tags contains {tag!r}; every tag must be a non-empty str")
     if values.mode is not None:
         check_choice(owner, "mode", values.mode, MODES)
@@ -152,8 +156,8 @@ def tracking_defaults(
         run_mode: ``"auto"``, ``"new"``, ``"shared"`` or ``"nested"``, for sessions that chose none.
         rank_scope: ``"global"``, ``"worker"`` or ``"rank"``, for sessions that chose none.
     """
-    if isinstance(tags, str):
-        raise TypeError(f"tracking_defaults: tags={tags!r} is not accepted; pass a list of tags, not one str")
+    if isinstance(tags, str) or not isinstance(tags, (Iterable, type(None))):
+        raise TypeError(f"tracking_defaults: tags={tags!r} is not accepted; pass a list of str (not one str), or None")
     values = TrackingDefaults(project, entity, tuple(tags or ()), mode, run_mode, rank_scope)
     _check("tracking_defaults", values)
     token = _ACTIVE.set(values.merged_over(_ACTIVE.get()))

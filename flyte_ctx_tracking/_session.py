@@ -237,6 +237,8 @@ _OFFLINE_NOTICES: dict[str, int] = {}
 _OFFLINE_NOTICES_LOCK = threading.Lock()
 # How often each (backend, run mode, mode) fell back to a new run in this process (said once, then counted).
 _RUN_MODE_NOTICES: dict[tuple[str, str, str], int] = {}
+# The bad FLYTE_CTX_TRACKING_* values already warned of in this process (then logged at INFO).
+_DEFAULTS_NOTICES: set[str] = set()
 # The origin of the session whose backend code is running in this context (set around each hook).
 _ORIGIN: ContextVar[_Origin | None] = ContextVar("flyte_ctx_tracking_origin", default=None)
 
@@ -533,6 +535,8 @@ class Session(Generic[HandleT]):
     """The run modes (``new``, ``shared``, ``nested``) the backend can do online and offline."""
     auto_run_mode: ClassVar[str] = "new"
     """What ``run_mode="auto"`` does for this backend."""
+    _run_mode_defaulted: bool = False
+    """``run_mode`` came from the workflow's defaults (a copy made at open says so in its warnings)."""
     telemetry_off: ClassVar[Mapping[str, str]] = {}
     """The backend's own phone-home switches (environment variables), set before a session that is
     not online opens (a user's own value wins). The backends read them when they are imported or
@@ -1041,7 +1045,14 @@ class Session(Generic[HandleT]):
             return self
         defaults, problems = current_defaults()
         for problem in problems:
-            warn(f"{type(self).__name__}: {problem}")
+            # A launch plan's typo reaches every session of every task: said once per process, then logged.
+            with _OFFLINE_NOTICES_LOCK:
+                first = problem not in _DEFAULTS_NOTICES
+                _DEFAULTS_NOTICES.add(problem)
+            if first:
+                warn(f"{type(self).__name__}: {problem} (said once per process)")
+            else:
+                _LOG.info("%s: %s", type(self).__name__, problem)
         if defaults == TrackingDefaults():
             return self
         updates: dict[str, Any] = {}
@@ -1049,9 +1060,14 @@ class Session(Generic[HandleT]):
             updates["mode"] = defaults.mode
         if self.run_mode is None and defaults.run_mode is not None:
             updates["run_mode"] = defaults.run_mode
+            updates["_run_mode_defaulted"] = True
         if self.rank_scope is None and defaults.rank_scope is not None:
             updates["rank_scope"] = defaults.rank_scope
-        updates.update(self._backend_defaults(defaults))
+        try:
+            updates.update(self._backend_defaults(defaults))
+        except Exception as error:  # a backend's mapping must not fail the task: its own values still hold
+            what = "could not apply the workflow's project, entity or tags; it opens with its own"
+            self._backend_failure(what, error)
         return self._replace(**updates) if updates else self
 
     def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
@@ -1165,21 +1181,31 @@ class Session(Generic[HandleT]):
         )
         if sharing.fallback is None:
             return sharing, run_id
-        wanted = sharing.requested
-        message = (
-            f"{type(self).__name__}: {self.display_name} cannot do run_mode={wanted!r} {mode}, so it opens a run of "
-            "its own instead (run_mode='new')"
-        )
+        wanted = self.auto_run_mode if sharing.requested == "auto" else sharing.requested
+        # A mode the backend has elsewhere (shared online only) differs from one it never has (nested
+        # asked of Comet by a workflow default): the warning must not suggest going online would help.
+        elsewhere = any(wanted in modes for modes in self.run_modes.values())
+        cannot = f"cannot do run_mode={wanted!r} {mode}" if elsewhere else f"has no run_mode={wanted!r}"
+        if self._run_mode_defaulted:
+            cannot += " (the workflow's default: tracking_defaults or FLYTE_CTX_TRACKING_RUN_MODE)"
+        message = f"{type(self).__name__}: {self.display_name} {cannot}, so it opens a run of its own instead"
+        message += " (run_mode='new')"
         if wanted == "shared":
             message += f"; every writer keeps one, and they are found together by {sharing.shared_id!r}"
-        if mode == "offline" and any(wanted in modes for modes in self.run_modes.values()):
+        if mode == "offline" and elsewhere:
             message += " (online it can)"
         message += ". See docs/run-sharing.md."
+        if sharing.requested == "auto":
+            # "auto" is the backend's choice where it runs: a new run offline is that choice, not a failure.
+            _LOG.info("%s", message)
+            return sharing, run_id
+        # Said once per backend, mode and where: a mode the backend never has is the same news online and offline.
+        notice = (self.kind, wanted, mode if elsewhere else "anywhere")
         with _OFFLINE_NOTICES_LOCK:
-            first = _RUN_MODE_NOTICES.setdefault((self.kind, wanted, mode), 0) == 0
-            _RUN_MODE_NOTICES[(self.kind, wanted, mode)] += 1
+            first = _RUN_MODE_NOTICES.setdefault(notice, 0) == 0
+            _RUN_MODE_NOTICES[notice] += 1
         if first:
-            warn(message)
+            warn(message + " (Said once per process; later ones are logged at INFO.)")
         else:
             _LOG.info("%s", message)
         return sharing, run_id

@@ -52,8 +52,9 @@ class Sharing:
         shared_by: who writes into the run, in words, for the deck ("every task and rank of
             execution f3a..."), or None for a run of this writer's own.
         writer: this process in words ("task train, rank 3"), a label the backends can record.
-        primary: this writer owns the run's lifecycle (the scope's rank 0): backends that let
-            several writers share a run let only the primary mark it finished.
+        primary: this writer owns the run's lifecycle (the scope's rank 0; every writer of a
+            fallen-back shared run, each owning its own): backends that let several writers share
+            a run let only the primary mark it finished.
         opens: whether this process opens a run at all (the other ranks of a scope run untracked).
         fallback: why the run mode is not the one asked for, if it is not (one warning says it).
     """
@@ -77,13 +78,16 @@ def shared_base(context: ExecutionContext) -> str:
 
     Locally, flytekit runs a workflow's tasks in one process, so the process stands for the
     execution; torch elastic's run id (``torchrun --rdzv-id``) joins the processes of a local job.
+    Without one (plain ``torchrun --nproc-per-node=4``, whose run id is ``"none"``), the ranks of a
+    local job are the children of one launcher: its process id joins them.
     """
     if context.is_remote and context.execution_name:
         return context.execution_name
     elastic = (os.environ.get(_ELASTIC_RUN_ID) or "").strip()
     if elastic and elastic != "none":
         return f"local-{elastic}"
-    return f"local-{socket.gethostname()}-{os.getpid()}"
+    process = os.getppid() if context.is_distributed else os.getpid()
+    return f"local-{socket.gethostname()}-{process}"
 
 
 def scope_suffix(context: ExecutionContext, scope: str) -> str:
@@ -168,7 +172,8 @@ def decide_sharing(
         shared_by=shared_by,
         suffix=suffix,
         writer=_writer(context, function),
-        primary=_is_primary(context, rank_scope),
+        # A fallen-back shared run's writers each own the run they open: each of them finishes it.
+        primary=True if per_writer else _is_primary(context, rank_scope),
         opens=True if per_writer else _opens(context, run_mode, rank_scope),
         fallback=fallback,
     )
