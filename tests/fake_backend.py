@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flyte_ctx_tracking import SessionDecorator, TrackingSession
+from flyte_ctx_tracking._defaults import TrackingDefaults
 from flyte_ctx_tracking._session import OpenPlan, RunInfo
+from flyte_ctx_tracking._sharing import Sharing
 
 _ids = itertools.count()
 
@@ -29,15 +31,30 @@ class FakeRun:
     failed: bool | None = None
     error: BaseException | None = None
     log: list[Any] = field(default_factory=list)
+    project: str | None = None
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+    sharing: Sharing | None = None
+    """What the core decided at open (run mode, rank scope, shared identity)."""
 
 
 class FakeSession(TrackingSession[FakeRun], kind="fake", display_name="Fake tracker", backend="json"):
-    """A tracker defined outside the package: registering its kind is all it takes."""
+    """A tracker defined outside the package: registering its kind is all it takes.
+
+    Like the real trackers it can share a run online (several writers, one identity) and nest runs
+    online and offline, but not share offline: what a mode the backend cannot do looks like.
+    """
+
+    run_modes = {"online": ("new", "shared", "nested"), "offline": ("new", "nested")}
 
     def __init__(
         self,
         target: str = "default",
         *,
+        project: str | None = None,
+        entity: str | None = None,
+        tags: list[str] | None = None,
+        run_id: str | None = None,
         fail_open: int = 0,
         fail_close: bool = False,
         error_text: str = "backend exploded",
@@ -46,6 +63,10 @@ class FakeSession(TrackingSession[FakeRun], kind="fake", display_name="Fake trac
     ) -> None:
         super().__init__(**options)
         self.target = target
+        self.project = project
+        self.entity = entity
+        self.tags = tags
+        self.run_id = run_id  # a user-chosen identity, as wandb's id= or Comet's experiment_key=
         self.fail_open = fail_open  # how many opens fail before one succeeds
         self.fail_close = fail_close
         self._error_text = error_text
@@ -55,13 +76,27 @@ class FakeSession(TrackingSession[FakeRun], kind="fake", display_name="Fake trac
     def _reuse_key(self) -> Hashable:
         return self.target
 
+    def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
+        updates: dict[str, Any] = {}
+        if self.project is None and defaults.project is not None:
+            updates["project"] = defaults.project
+        if self.entity is None and defaults.entity is not None:
+            updates["entity"] = defaults.entity
+        own = list(self.tags or ())
+        extra = [tag for tag in defaults.tags if tag not in own]
+        if extra:
+            updates["tags"] = own + extra
+        return updates
+
     def _open(self, plan: OpenPlan) -> FakeRun:
         if self.fail_open:
             self.fail_open -= 1
             raise ConnectionError(self._error_text)
         if plan.mode == "online" and self._hang_online is not None:
             self._hang_online.wait(timeout=60)
-        run = FakeRun(next(_ids), plan.mode, plan.run_id, str(plan.directory), plan.api_key)
+        run_id = self.run_id + plan.sharing.suffix if self.run_id else plan.run_id
+        run = FakeRun(next(_ids), plan.mode, run_id, str(plan.directory), plan.api_key)
+        run.project, run.entity, run.tags, run.sharing = self.project, self.entity, list(self.tags or ()), plan.sharing
         self.opened.append(run)
         return run
 
@@ -78,7 +113,12 @@ class FakeSession(TrackingSession[FakeRun], kind="fake", display_name="Fake trac
     def _run_info(self, handle: FakeRun, plan: OpenPlan, error: BaseException | None) -> RunInfo:
         return RunInfo(
             backend=self.display_name,
-            fields={"run": str(handle.number), "mode": plan.mode},
+            fields={
+                "run": str(handle.number),
+                "mode": plan.mode,
+                **({"project": self.project} if self.project else {}),
+            },
+            tags=list(self.tags or ()),
             local_path=handle.directory if plan.mode == "offline" else None,
             sync_command=f"fake sync {handle.directory}" if plan.mode == "offline" else None,
             url="https://fake.example/run" if plan.mode == "online" else None,
