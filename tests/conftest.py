@@ -116,6 +116,7 @@ def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 
     _session._OFFLINE_NOTICES.clear()  # each test sees the once-per-process offline notice
     _session._RUN_MODE_NOTICES.clear()  # and the once-per-process run-mode fallback notice
+    _session._DEFAULTS_NOTICES.clear()  # and the once-per-process notice of a bad workflow default
     _end_a_leftover_comet_experiment()
     yield root
 
