@@ -99,7 +99,10 @@ def _from_environment() -> TrackingDefaults:
         text = os.environ.get(variable, "").strip()
         if not text:
             continue
-        values[name] = tuple(tag.strip() for tag in text.split(",") if tag.strip()) if name == "tags" else text
+        if name == "tags":
+            values[name] = tuple(tag.strip() for tag in text.split(",") if tag.strip())
+        else:  # choices read like FLYTE_CTX_TRACKING_MODE's: "Shared" is "shared"
+            values[name] = text.lower() if name in ("run_mode", "rank_scope") else text
     return TrackingDefaults(**values)
 
 
