@@ -541,7 +541,7 @@ def test_bad_environment_defaults_warn_once_naming_the_variable_and_never_fail_t
     assert len(warned) == 2, warned
     by_variable = {message.split(": ")[1]: message for message in warned}
     assert "FLYTE_CTX_TRACKING_RUN_MODE" in by_variable and "FLYTE_CTX_TRACKING_RANK_SCOPE" in by_variable
-    assert "run_mode='Sideways'" in by_variable["FLYTE_CTX_TRACKING_RUN_MODE"]
+    assert "run_mode='sideways'" in by_variable["FLYTE_CTX_TRACKING_RUN_MODE"]
     assert "'auto', 'new', 'shared', 'nested'" in by_variable["FLYTE_CTX_TRACKING_RUN_MODE"]
     assert "rank_scope='node'" in by_variable["FLYTE_CTX_TRACKING_RANK_SCOPE"]
     assert all("it is ignored" in message for message in warned)
