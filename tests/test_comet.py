@@ -262,13 +262,16 @@ def test_keys_distinct_by_rank_with_all_ranks(monkeypatch: pytest.MonkeyPatch) -
     keys = set()
     for rank in range(4):
         context = dataclasses.replace(_pod_context("f" * 20, "n0", 0, None), rank=rank, world_size=4)
-        plan = OpenPlan("offline", context, Path("."), context.run_identity(per_rank=True), context.group)
         for session in (
             comet_session(project_name="p", all_ranks=True),
             comet_session(project_name="p", all_ranks=True, experiment_key="a" * 50),
         ):
+            sharing, run_id = session._decide_sharing(context, "offline", None)  # as the session decides at open
+            plan = OpenPlan("offline", context, Path("."), run_id, context.group, sharing=sharing)
             key = session.experiment_key_for(plan)
             assert is_valid_experiment_key(key)
+            if rank == 0 and session.experiment_key is not None:
+                assert key == session.experiment_key  # rank 0 keeps the key you give
             keys.add(key)
     assert len(keys) == 8
 

@@ -300,7 +300,8 @@ def test_every_rank_gets_its_own_key_and_rank_zero_keeps_the_pods(pod: str) -> N
     keys = []
     for rank in range(4):
         context = _ranked(pod, rank)
-        plan = OpenPlan("offline", context, Path("."), context.run_identity(per_rank=True), context.group)
+        sharing, run_id = session._decide_sharing(context, "offline", None)  # as the session decides at open
+        plan = OpenPlan("offline", context, Path("."), run_id, context.group, sharing=sharing)
         keys.append(session.experiment_key_for(plan))
     assert all(key is not None and comet_accepts(key) for key in keys), keys
     assert len(set(keys)) == 4

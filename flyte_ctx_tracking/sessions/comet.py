@@ -15,6 +15,11 @@ Comet-specific decisions, each documented in ``docs/comet.md``:
   ``COMET_START_ONLINE`` / ``COMET_AUTO_LOG_DISABLE`` for a session left at ``mode="auto"``;
 * one experiment per process: comet_ml ends the running experiment when another one starts, so a
   different Comet session entered while one is open does not start (it follows ``on_error``);
+* run modes: ``new`` (an experiment per task or block, as flytekitplugins-comet-ml keys it) and
+  ``shared`` (every writer opens the one experiment whose key the execution derives, with
+  ``get_or_create``; offline, every writer's archive carries that key, and uploading them appends
+  them into one experiment). What differs per writer goes under ``flyte/writers/<writer>/``;
+
 * a failed block is recorded in the experiment itself: ``flyte/status`` = ``failed`` and the
   error in "others", and Comet's own crash report (``customer_error_reported`` in the offline
   archive, the "crashed" state once uploaded);
@@ -32,18 +37,20 @@ import json
 import os
 import re
 import threading
+import uuid
 import zipfile
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .._context import ExecutionContext
 from .._decorator import SessionDecorator
+from .._defaults import TrackingDefaults
 from .._offline import OfflineRun, Progress, UploadTarget
+from .._preserve import relative_to_data
 from .._secrets import SecretSpec, redact
 from .._session import OpenPlan, RunInfo, SessionUnavailable, TrackingSession, describe_exception, warn
 from .._termination import Terminated
-from .._validate import check_str, check_str_list, check_url
+from .._validate import check_str, check_str_list, check_url, file_stem
 
 if TYPE_CHECKING:
     from comet_ml import ExperimentConfig
@@ -55,6 +62,10 @@ DEFAULT_HOST = "https://www.comet.com"
 COMET_REDIRECT = "https://www.comet.com/api/experiment/redirect?experimentKey="
 COMET_ML_EXECUTION_TYPE_VALUE = "comet-ml-execution-id"
 COMET_ML_CUSTOM_TYPE_VALUE = "comet-ml-custom-id"
+COMET_ML_SHARED_TYPE_VALUE = "comet-ml-shared-id"
+"""The console link of a shared experiment: ``{executionName}{link_suffix}`` (see docs/comet.md)."""
+SHARED_FOLDER = "shared"
+"""Where offline archives of shared experiments go, one folder per writer, under the data directory."""
 
 # Comet accepts experiment keys that are alphanumeric and 32 to 50 characters long.
 _VALID_KEY = re.compile(r"^[A-Za-z0-9]{32,50}$")
@@ -110,6 +121,11 @@ _REJECTED_KWARGS = {
 }
 # System metrics sampling whose thread costs up to ~1.1 s to stop at the end of every experiment.
 _SAMPLED_SYSTEM_METRICS = ("log_env_cpu", "log_env_network", "log_env_disk")
+# comet_ml.start's mode that lets several writers open one experiment.
+_GET_OR_CREATE = "get_or_create"
+# The metadata every writer of an execution has alike: a shared experiment keeps it at the top;
+# the rest (pod, task, attempt, rank, status) goes under flyte/writers/<writer>/.
+_EXECUTION_WIDE = frozenset({"flyte/project", "flyte/domain", "flyte/name", "flyte/execution_url"})
 
 
 # comet_ml runs one experiment per process, and starting one ends the one running: sessions take
@@ -165,6 +181,29 @@ def plugin_experiment_key(pod_name: str, project_name: str | None, workspace: st
     :func:`link_suffix`. Flyte console Comet links (``link_type="comet-ml-execution-id"``) are
     built the same way. Not always a key Comet accepts: see :func:`is_valid_experiment_key`."""
     return pod_name.replace("-", "") + link_suffix(project_name, workspace)
+
+
+def shared_link_suffix(project_name: str | None, workspace: str | None) -> str:
+    """What follows the execution name in the key of an execution's shared experiment (and in its
+    console link, ``link_type="comet-ml-shared-id"``): 12 hex characters of SHAKE-256 over
+    ``"shared-{project_name}-{workspace}"``, so that Flyte's 20-character execution names make a
+    32-character key, the shortest Comet accepts."""
+    return hashlib.shake_256(f"shared-{project_name}-{workspace}".encode()).hexdigest(6)
+
+
+def shared_experiment_key(shared_id: str, project_name: str | None, workspace: str | None) -> str:
+    """The key every writer of a shared experiment derives from its shared identity.
+
+    ``{shared_id}{shared_link_suffix}`` when Comet accepts it (an execution's name, 20 to 38
+    alphanumeric characters, as Flyte generates them): a console link can compute it from
+    ``{{ .executionName }}``. Otherwise (a worker's identity ``<execution>-worker1``, a local one,
+    a custom execution name with dashes) a key derived from the identity, as
+    :func:`flyte_experiment_key` derives them: valid, and the same in every writer.
+    """
+    key = shared_id + shared_link_suffix(project_name, workspace)
+    if is_valid_experiment_key(key):
+        return key
+    return flyte_experiment_key(f"shared|{shared_id}", project_name, workspace)
 
 
 def flyte_experiment_key(
@@ -252,12 +291,20 @@ def _chose_offline_directory(experiment_config: ExperimentConfig) -> bool:
     return bool(experiment_config.offline_directory != configured)
 
 
-def _key_for_rank(key: str, context: ExecutionContext) -> str:
-    """A user-given key made distinct per rank (the every-rank opt-in); rank 0 keeps it."""
-    if context.rank == 0:
+def _marked_key(key: str, suffix: str) -> str:
+    """A user-given key made distinct per worker or rank: ``-worker1`` appends ``w1``, ``-rank3``
+    appends ``r3`` (cutting the key to Comet's 50 characters first); "" keeps it."""
+    if not suffix:
         return key
-    marker = f"r{context.rank}"
+    scoped = re.fullmatch(r"-(worker|rank)(\d+)", suffix)
+    marker = f"{scoped.group(1)[0]}{scoped.group(2)}" if scoped else re.sub(r"[^A-Za-z0-9]", "", suffix)
     return key[: _KEY_MAX - len(marker)] + marker
+
+
+def writer_label(plan: OpenPlan) -> str:
+    """What tells one writer of a shared experiment from the others: its pod's name (with its rank
+    in distributed training); locally, the task or function and rank, in words made safe."""
+    return plan.context.run_identity(per_rank=True) or file_stem(plan.sharing.writer, "writer")
 
 
 class CometSession(
@@ -278,12 +325,14 @@ class CometSession(
             experiment only: no ``comet_ml.login``, no config file, no environment variable.
         experiment_key: the experiment's key (alphanumeric, 32-50 characters). None: in remote runs
             the key flytekitplugins-comet-ml derives from the pod name (a derived one where Comet
-            would reject that); locally a fresh one.
+            would reject that); locally a fresh one; with ``run_mode="shared"``, the key the
+            execution derives (:func:`shared_experiment_key`). A worker's or rank's experiment
+            appends ``w<N>`` or ``r<N>`` to a key you give (except rank 0's new one).
         host: the Comet server, used for Flyte console links (``get_extra_config``).
         offline_directory: where offline archives go (Comet's name for ``directory``; default
             ``$FLYTE_CTX_TRACKING_DIR/comet``, else ``COMET_OFFLINE_DIRECTORY``, else
-            ``./.flyte-ctx-tracking/comet``). With ``all_ranks``, every rank gets its own
-            experiment (keys distinct by rank).
+            ``./.flyte-ctx-tracking/comet``; a shared experiment's writers each write a folder
+            of their own under ``shared/``).
         experiment_config: a ``comet_ml.ExperimentConfig``, instead of its keyword arguments.
         **login_kwargs: the shared options below, ``comet_ml.ExperimentConfig`` arguments (``tags``,
             ``name``, ``log_code``, ``auto_metric_logging``, ``log_env_cpu``...), ``start_mode``
@@ -295,6 +344,9 @@ class CometSession(
     """
 
     credential_sources: ClassVar[str] = "COMET_API_KEY is not set and there is no saved `comet login`"
+    # comet_ml.start(mode="get_or_create") lets several writers open one experiment, offline too: each
+    # writes an archive with the experiment's key, and uploading them appends them into one experiment.
+    run_modes: ClassVar[Mapping[str, tuple[str, ...]]] = {"online": ("new", "shared"), "offline": ("new", "shared")}
     telemetry_off: ClassVar[Mapping[str, str]] = {"COMET_ERROR_TRACKING_ENABLE": "false"}
     project_name: str | None
     workspace: str | None
@@ -342,6 +394,12 @@ class CometSession(
                 raise TypeError(f"{owner}: unknown keyword argument {name}=; Comet accepts: {accepted}")
         if "tags" in config_kwargs:
             config_kwargs["tags"] = check_str_list(owner, "tags", config_kwargs["tags"]) or []
+        start_mode = start_kwargs.get("mode")
+        if self.run_mode == "shared" and start_mode not in (None, _GET_OR_CREATE):
+            raise ValueError(
+                f"{owner}: start_mode={start_mode!r} contradicts run_mode='shared', whose writers open the "
+                f"experiment with start_mode={_GET_OR_CREATE!r}; pass one of them"
+            )
         if experiment_config is not None:
             if config_kwargs:
                 raise TypeError(
@@ -409,6 +467,24 @@ class CometSession(
         chosen = bool(os.environ.get(_OFFLINE_DIRECTORY_VARIABLE, "").strip())
         return directory if chosen or directory != DEFAULT_OFFLINE_DATA_DIRECTORY else None
 
+    def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
+        """The workflow's project and entity as ``project_name`` and ``workspace`` where none is given
+        (over ``COMET_PROJECT_NAME``/``COMET_WORKSPACE``); its tags after the session's own."""
+        updates: dict[str, Any] = {}
+        if self.project_name is None and defaults.project is not None:
+            updates["project_name"] = defaults.project
+        if self.workspace is None and defaults.entity is not None:
+            updates["workspace"] = defaults.entity
+        if defaults.tags:
+            if self.experiment_config is not None:
+                config = copy.copy(self.experiment_config)
+                config.tags = list(dict.fromkeys([*(config.tags or []), *defaults.tags]))
+                updates["experiment_config"] = config
+            else:
+                tags = list(dict.fromkeys([*self.config_kwargs.get("tags", []), *defaults.tags]))
+                updates["config_kwargs"] = {**self.config_kwargs, "tags": tags}
+        return updates
+
     def target(self) -> tuple[str | None, str | None]:
         """The project and workspace this session's experiments go to (:func:`comet_target`)."""
         return comet_target(self.project_name, self.workspace)
@@ -418,17 +494,18 @@ class CometSession(
         return self._key_for(plan, *self.target())
 
     def _key_for(self, plan: OpenPlan, project_name: str | None, workspace: str | None) -> str | None:
-        context = plan.context
+        context, sharing = plan.context, plan.sharing
+        shared = sharing.run_mode == "shared"
+        # A new run of a worker or rank: rank 0 keeps the key it has with rank_scope="global" (the
+        # console link's); the others' keys are their own.
+        keeps_pods = not shared and context.rank == 0
         if self.experiment_key is not None:
-            if self.all_ranks and context.is_distributed:
-                return _key_for_rank(self.experiment_key, context)
-            return self.experiment_key
-        if plan.run_id is None:  # local run: a fresh key each time, as Comet makes them
+            return self.experiment_key if keeps_pods else _marked_key(self.experiment_key, sharing.suffix)
+        if plan.run_id is None:  # a new local run: a fresh key each time, as Comet makes them
             return None
-        run_id = plan.run_id
-        if self.all_ranks and context.is_distributed and context.rank == 0:
-            # Rank 0 keeps the pod's own key, as without all_ranks: the console link points at it.
-            run_id = context.run_identity() or run_id
+        if shared:
+            return shared_experiment_key(plan.run_id, project_name, workspace)
+        run_id = (context.run_identity() or plan.run_id) if keeps_pods else plan.run_id
         return flyte_experiment_key(run_id, project_name, workspace, pod_name=context.pod_name)
 
     def _experiment_config(self, plan: OpenPlan) -> tuple[ExperimentConfig, bool]:
@@ -441,6 +518,18 @@ class CometSession(
         else:
             config = ExperimentConfig(**self.config_kwargs)
         config.offline_directory = str(plan.directory)
+        if plan.sharing.run_mode == "shared":
+            label = writer_label(plan)
+            if plan.mode == "offline":
+                # comet_ml names the archive of a get_or_create experiment `<key>-<6 letters>.zip`, the
+                # letters from `random`, which training code seeds alike in every rank: two writers in
+                # one directory would write one file. A folder per writer keeps every archive.
+                writer = plan.directory / SHARED_FOLDER / f"{file_stem(label, 'writer')}.{uuid.uuid4().hex[:8]}"
+                writer.mkdir(parents=True, exist_ok=True)
+                config.offline_directory = str(writer)
+            if config.distributed_node_identifier is None:
+                # Comet's own prefix for system metrics: each writer's CPU and GPU charts stay apart.
+                config.distributed_node_identifier = label
         config.tags = plan.context.tags(config.tags)
         # Comet would log the first file outside comet_ml on the stack, which is this library's.
         log_code = config.log_code is not False
@@ -485,6 +574,9 @@ class CometSession(
         config, log_code = self._experiment_config(plan)
         online = plan.mode == "online"
         project_name, workspace = self.target()  # once: the key and the experiment agree on them
+        start_kwargs = dict(self.start_kwargs)
+        if plan.sharing.run_mode == "shared":  # also over COMET_START_MODE: the first writer creates it
+            start_kwargs["mode"] = _GET_OR_CREATE
         experiment = comet_ml.start(
             api_key=plan.api_key if online else None,
             workspace=workspace,
@@ -492,7 +584,7 @@ class CometSession(
             experiment_key=self._key_for(plan, project_name, workspace),
             online=online,
             experiment_config=config,
-            **self.start_kwargs,
+            **start_kwargs,
         )
         try:
             if getattr(experiment, "disabled", False):
@@ -506,9 +598,7 @@ class CometSession(
                 # comet_ml "starts" an experiment it could not register and logs nothing to it
                 # ("Your experiment will not be logged"): that is a failed start.
                 raise ConnectionError("Comet did not register the experiment with the server; nothing would be logged")
-            metadata = plan.context.flyte_metadata()
-            if metadata:
-                experiment.log_others(metadata)
+            experiment.log_others(_flyte_fields(plan))
             if log_code and plan.source_file:  # the task's file, or the file of the `with` block
                 experiment.log_code(file_name=plan.source_file)
         except BaseException:
@@ -526,7 +616,10 @@ class CometSession(
             except (OSError, zipfile.BadZipFile):
                 continue
             if complete:
-                runs.append(OfflineRun("comet", archive, archive.stem))
+                # A shared experiment's archives all start with its key: the writer's folder tells them apart.
+                shared = archive.parent.parent.name == SHARED_FOLDER
+                label = f"{archive.parent.name}/{archive.stem}" if shared else archive.stem
+                runs.append(OfflineRun("comet", archive, label))
         return runs
 
     def _upload_target(self, key: str | None, options: Mapping[str, str]) -> UploadTarget | str:
@@ -554,16 +647,25 @@ class CometSession(
 
     def _offline_data(self, handle: CometExperiment, plan: OpenPlan) -> list[tuple[Path, str]]:
         archive = self.archive_path(handle) if plan.mode == "offline" else None  # what `comet upload` takes
-        return [(archive, archive.name)] if archive is not None and archive.is_file() else []
+        if archive is None or not archive.is_file():
+            return []
+        return [(archive, relative_to_data(archive, plan.directory))]  # a shared writer's folder included
 
     def _close(self, handle: CometExperiment, plan: OpenPlan, error: BaseException | None) -> None:
+        # A shared experiment: each writer's outcome under its own name; the experiment's own
+        # flyte/status only says "failed" (a later writer's success must not hide an earlier failure).
+        shared = plan.sharing.run_mode == "shared"
+        prefix = f"flyte/writers/{writer_label(plan)}/" if shared else "flyte/"
         try:
             if error is None:
-                handle.log_other("flyte/status", "succeeded")
+                handle.log_other(prefix + "status", "succeeded")
             else:
                 detail = redact(describe_exception(error), *plan.secrets)[:2000]
                 status = "terminated" if isinstance(error, Terminated) else "failed"
-                handle.log_others({"flyte/status": status, "flyte/error": detail})
+                outcome = {prefix + "status": status, prefix + "error": detail}
+                if shared:
+                    outcome["flyte/status"] = status
+                handle.log_others(outcome)
                 # What comet_ml's own excepthook does for an uncaught exception; flytekit catches the
                 # task's exception first, so without this Comet would show the experiment as finished.
                 report = getattr(handle, "_report_experiment_error", None)
@@ -611,6 +713,43 @@ class CometSession(
         if not directory or not callable(name_of):
             return None
         return Path(directory) / str(name_of())
+
+
+def _flyte_fields(plan: OpenPlan) -> dict[str, Any]:
+    """The ``flyte/...`` "others" this writer records: the execution's metadata, its attempt, map
+    index and rank, and how the experiment is shared. A new experiment has them at the top; a shared
+    one keeps only what every writer has alike there, and the rest under ``flyte/writers/<writer>/``."""
+    context, sharing = plan.context, plan.sharing
+    mine: dict[str, Any] = dict(context.flyte_metadata())
+    if context.is_remote:
+        mine["flyte/attempt"] = context.attempt
+        if plan.group is not None:
+            mine["flyte/group"] = plan.group  # what a node's retries have in common
+    if context.map_index is not None:
+        mine["flyte/map_index"] = context.map_index
+    if context.is_distributed:
+        mine.update(
+            {
+                "flyte/rank": context.rank,
+                "flyte/local_rank": context.local_rank,
+                "flyte/group_rank": context.group_rank,
+                "flyte/world_size": context.world_size,
+            }
+        )
+    common: dict[str, Any] = {"flyte/run_mode": sharing.run_mode}
+    if context.is_distributed:
+        common["flyte/rank_scope"] = sharing.rank_scope
+    if sharing.shared_id is not None:
+        common["flyte/shared_id"] = sharing.shared_id
+    if sharing.run_mode != "shared":
+        return {**mine, **common}
+    prefix = f"flyte/writers/{writer_label(plan)}/"
+    for name, value in mine.items():
+        if name in _EXECUTION_WIDE:
+            common[name] = value
+        else:
+            common[prefix + name.removeprefix("flyte/")] = value
+    return common
 
 
 def _read_archive(path: Path) -> tuple[dict[str, list[tuple[float, float]]], dict[str, str], list[str]]:
@@ -712,11 +851,16 @@ class comet_ml_login(SessionDecorator, session=CometSession):
     def get_extra_config(self) -> dict[str, str]:
         """What flytekitplugins-comet-ml returns, so Flyte console Comet links keep working.
 
-        Project and workspace left out in code are read from Comet's settings (``COMET_PROJECT_NAME``,
-        ``COMET_WORKSPACE``) where this runs: flytekit calls it when the workflow is registered, so
-        set them there as in the task's pod, or pass them in code.
+        Project and workspace left out in code are read from the workflow's defaults and Comet's
+        settings (``COMET_PROJECT_NAME``, ``COMET_WORKSPACE``) where this runs: flytekit calls it when
+        the workflow is registered, so set them there as in the task's pod, or pass them in code.
+
+        A shared experiment's link is ``link_type="comet-ml-shared-id"`` with its own ``link_suffix``
+        (the key is the execution's name and that suffix); a shared experiment per worker or rank has
+        no link (no one link points at all of them), and neither does a run mode the pod's
+        environment alone chooses (``FLYTE_CTX_TRACKING_RUN_MODE`` set only there).
         """
-        session = self.session
+        session = self.session._with_defaults()
         project_name, workspace = session.target()
         config: dict[str, str | None] = {
             self.COMET_ML_PROJECT_NAME_KEY: project_name,
@@ -725,6 +869,13 @@ class comet_ml_login(SessionDecorator, session=CometSession):
         }
         # The plugin requires project and workspace; ours default to Comet's, which a link cannot name.
         extra = {name: value for name, value in config.items() if value is not None}
+        if session.run_mode == "shared":
+            if session.rank_scope not in (None, "global"):
+                return extra
+            if session.experiment_key is None:
+                extra[self.COMET_ML_URL_SUFFIX_KEY] = shared_link_suffix(project_name, workspace)
+                extra[self.LINK_TYPE_KEY] = COMET_ML_SHARED_TYPE_VALUE
+                return extra
         if session.experiment_key is None:
             extra[self.COMET_ML_URL_SUFFIX_KEY] = link_suffix(project_name, workspace)
             extra[self.LINK_TYPE_KEY] = COMET_ML_EXECUTION_TYPE_VALUE
