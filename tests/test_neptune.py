@@ -277,22 +277,31 @@ def test_long_identities_are_hashed_to_neptunes_limit_deterministically(
     assert ids[0].startswith(long_name[:12])
 
 
-def test_all_ranks_share_one_run_id_and_rank_zero_describes_the_run(
+def test_all_ranks_gives_every_rank_a_run_of_its_own_which_it_describes(
     tracking_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # all_ranks=True is rank_scope="rank": a run per rank (before issue 17 the ranks shared one run;
+    # that is run_mode="shared" now).
     monkeypatch.setenv("WORLD_SIZE", "2")
     runs = {}
     for rank in (0, 1):
         _remote_env(monkeypatch, hostname=f"{EXECUTION_NAME}-n0-0-worker-{rank}")
         monkeypatch.setenv("RANK", str(rank))
-        with neptune_session(project=PROJECT, mode="offline", all_ranks=True) as run:
+        with neptune_session(project=PROJECT, mode="offline", all_ranks=True, name=f"mine-{rank}") as run:
             runs[rank] = run._custom_run_id
-        with neptune_session(project=PROJECT, mode="offline") as default_run:
+        with neptune_session(project=PROJECT, mode="offline", name=f"default-{rank}") as default_run:
             assert (default_run is None) == (rank == 1)  # by default only rank 0 tracks
-    assert runs[0] == runs[1] == f"{EXECUTION_NAME}-n0-0"
-    described = [r for r in offline_runs(tracking_dir) if "flyte/execution_id" in r.fields]
-    assert len(described) == 2  # rank 0 with all_ranks, and rank 0 by default
-    assert all(r.value("flyte/world_size") == 2 for r in described)
+    assert runs == {0: f"{EXECUTION_NAME}-n0-0-rank0", 1: f"{EXECUTION_NAME}-n0-0-rank1"}
+    recorded = {run.value("sys/name"): run for run in offline_runs(tracking_dir)}
+    assert sorted(recorded) == ["default-0", "mine-0", "mine-1"]
+    for rank in (0, 1):
+        mine = recorded[f"mine-{rank}"]
+        assert mine.value("flyte/custom_run_id") == runs[rank]
+        assert mine.value("flyte/execution_id") == f"{EXECUTION_NAME}-n0-0-worker-{rank}"
+        assert (mine.value("flyte/rank"), mine.value("flyte/world_size")) == (rank, 2)
+        assert (mine.value("flyte/rank_scope"), mine.value("flyte/run_mode")) == ("rank", "new")
+    assert recorded["default-0"].value("flyte/custom_run_id") == f"{EXECUTION_NAME}-n0-0"
+    assert recorded["default-0"].value("flyte/rank_scope") == "global"
 
 
 # ---------------------------------------------------------------------------- decorator

@@ -6,6 +6,11 @@ does, as ``flytekit.current_context().neptune_run``, then stops it when the bloc
 ``sys/failed`` with what failed when the block raised. Offline data goes under
 ``$FLYTE_CTX_TRACKING_DIR/neptune/.neptune`` and is uploaded later with ``neptune sync``.
 
+Run modes: ``new`` (a run per task or block, per worker or rank with their scopes) and, online,
+``shared``: every writer opens the run whose ``custom_run_id`` the execution derives, Neptune's own
+way of logging from several processes. Offline, ``neptune sync`` drops ``custom_run_id`` and would
+make a run of each writer anyway, so ``shared`` falls back to a run per writer (the core warns).
+
 ``neptune`` itself is imported only when a session opens.
 """
 
@@ -26,10 +31,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import _flyte
 from .._decorator import SessionDecorator
+from .._defaults import TrackingDefaults
 from .._offline import OfflineRun, Progress, UploadTarget
 from .._secrets import SecretSpec, redact
-from .._session import OpenPlan, RunInfo, TrackingSession, exception_message
-from .._validate import check_str, check_str_list, check_url, shorten_id
+from .._session import OpenPlan, RunInfo, TrackingSession, exception_message, warn
+from .._validate import check_str, check_str_list, check_url, file_stem, shorten_id
 
 __all__ = ["NeptuneSession", "_neptune_init_run_class", "neptune_init_run", "neptune_session"]
 
@@ -44,6 +50,8 @@ DATA_DIRECTORY_ENV_VAR = "NEPTUNE_DATA_DIRECTORY"
 NEPTUNE_DATA_FOLDER = ".neptune"  # `neptune sync --path P` looks for P/.neptune
 FLYTEKIT_ATTR = "NEPTUNE_RUN"  # read back as `flytekit.current_context().neptune_run`
 LINK_TYPE = "neptune-run-id"
+SHARED_LINK_TYPE = "neptune-execution"
+"""The console link of shared runs: the runs whose ``flyte/name`` is the execution (docs/neptune.md)."""
 CUSTOM_RUN_ID_MAX_LENGTH = 36  # neptune 1.x silently ignores longer custom run ids
 _MESSAGE_LIMIT = 4_000
 _TRACEBACK_LIMIT = 16_000  # neptune 1.x String fields hold at most 16384 characters
@@ -75,6 +83,9 @@ INIT_RUN_KWARGS: frozenset[str] = frozenset(
     }
 )
 _PROJECT = re.compile(r"^[^/\s]+/[^/\s]+$")
+# The metadata every writer of an execution has alike: a shared run keeps it at the top; the rest
+# (pod, task, attempt, rank) goes under flyte/writers/<writer>/.
+_EXECUTION_WIDE = frozenset({"flyte/project", "flyte/domain", "flyte/name", "flyte/execution_url"})
 
 # NEPTUNE_DATA_DIRECTORY is read while `init_run` builds the run's operation processor: it is set
 # for that moment only, under a lock so that runs opened concurrently in threads never swap folders.
@@ -128,17 +139,27 @@ def _inner_api_key(token: str) -> tuple[str, ...]:
 
 
 def derived_custom_run_id(plan: OpenPlan) -> str | None:
-    """The ``custom_run_id`` of a remote run: ``{execution}-{node}[-{map index}]-{attempt}``.
+    """The ``custom_run_id`` the session derives when none is given.
 
-    It leaves out the rank and the replica suffix of the pod name, so every rank of a distributed
-    task (with ``all_ranks=True``) logs into one Neptune run, and keeps the attempt, so a retry
-    opens a run of its own instead of resuming the failed one (retries share ``flyte/group``).
-    Longer than Neptune's 36 characters, it keeps a readable head and a hash of the whole.
-    ``None`` locally: Neptune creates a fresh run.
+    A shared run's: the execution's shared identity (``{execution}``, or ``{execution}-worker<N>``
+    per worker), so that every task and rank of the execution opens the one run. A new run's in a
+    pod: ``{execution}-{node}[-{map index}]-{attempt}``, then ``-worker<N>`` or ``-rank<N>`` for a
+    worker's or rank's run. It leaves out the replica suffix of the pod name and keeps the attempt,
+    so a retry opens a run of its own instead of resuming the failed one (retries share
+    ``flyte/group``). Longer than Neptune's 36 characters, it keeps a readable head and a hash of
+    the whole. ``None`` for a new local run: Neptune creates a fresh one.
     """
+    if plan.sharing.run_mode == "shared":
+        return shorten_id(plan.run_id, CUSTOM_RUN_ID_MAX_LENGTH) if plan.run_id else None
     if plan.group is None:
         return None
-    return shorten_id(f"{plan.group}-{plan.context.attempt}", CUSTOM_RUN_ID_MAX_LENGTH)
+    return shorten_id(f"{plan.group}-{plan.context.attempt}{plan.sharing.suffix}", CUSTOM_RUN_ID_MAX_LENGTH)
+
+
+def writer_label(plan: OpenPlan) -> str:
+    """What tells one writer of a shared run from the others: its pod's name (with its rank in
+    distributed training); locally, the task or function and rank, in words made safe."""
+    return plan.context.run_identity(per_rank=True) or file_stem(plan.sharing.writer, "writer")
 
 
 @contextmanager
@@ -188,9 +209,10 @@ class NeptuneSession(
             ``NEPTUNE_API_TOKEN``. Without a token, ``mode="auto"`` runs offline.
         host: the Neptune app's URL, for Flyte console links (the token itself names the server).
         **init_run_kwargs: the shared options below (offline and async data go to
-            ``<directory>/.neptune``; with ``all_ranks`` every rank logs into the one run, through a
-            shared ``custom_run_id``), and what goes to ``neptune.init_run`` (``tags``, ``name``,
-            ``description``, ``custom_run_id``, ``with_id``, ``capture_hardware_metrics``, ...).
+            ``<directory>/.neptune``; ``run_mode="shared"`` makes every task and rank log into one
+            run online, through a shared ``custom_run_id``), and what goes to ``neptune.init_run``
+            (``tags``, ``name``, ``description``, ``custom_run_id``, ``with_id``,
+            ``capture_hardware_metrics``, ...).
 
     Raises:
         ValueError, TypeError: right away, for arguments Neptune would reject.
@@ -198,6 +220,9 @@ class NeptuneSession(
 
     credential_name: ClassVar[str] = "API token"
     credential_sources: ClassVar[str] = "NEPTUNE_API_TOKEN is not set"
+    # Several writers share a run through its custom_run_id, which only a server resolves: offline
+    # runs lose it on `neptune sync`, and each becomes a run of its own.
+    run_modes: ClassVar[Mapping[str, tuple[str, ...]]] = {"online": ("new", "shared"), "offline": ("new",)}
     project: str | None
     host: str
 
@@ -217,6 +242,28 @@ class NeptuneSession(
         kwargs = self.init_run_kwargs
         # An explicit name is a different run too: a nested `name="eval"` must not log into "train".
         return (self.project, self.host, kwargs.get("with_id"), kwargs.get("custom_run_id"), kwargs.get("name"))
+
+    def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
+        """The workflow's project where none is given (over ``NEPTUNE_PROJECT``): Neptune's
+        ``workspace/project``, or the entity then the project when the project names no workspace;
+        its tags after the session's own."""
+        updates: dict[str, Any] = {}
+        if self.project is None and defaults.project is not None:
+            project: str | None = defaults.project
+            if "/" not in defaults.project:
+                project = f"{defaults.entity}/{defaults.project}" if defaults.entity else None
+            if project is None or not _PROJECT.match(project):
+                warn(
+                    f"{type(self).__name__}: the workflow's project {defaults.project!r} is not a Neptune project "
+                    "('workspace-name/project-name'), and no entity names its workspace; it is ignored"
+                )
+            else:
+                updates["project"] = project
+        if defaults.tags:
+            own = self.init_run_kwargs.get("tags") or []
+            own = [own] if isinstance(own, str) else list(own)
+            updates["init_run_kwargs"] = {**self.init_run_kwargs, "tags": list(dict.fromkeys([*own, *defaults.tags]))}
+        return updates
 
     def _backend_mode(self) -> str | None:
         # NEPTUNE_MODE: "debug" keeps nothing (disabled here); "read-only" cannot log: left to the session.
@@ -260,29 +307,55 @@ class NeptuneSession(
 
     def _custom_run_id(self, plan: OpenPlan) -> str | None:
         kwargs = self.init_run_kwargs
-        if kwargs.get("with_id") or kwargs.get("custom_run_id") or os.environ.get(CUSTOM_RUN_ID_ENV_VAR):
-            return kwargs.get("custom_run_id")  # the user's choice, or None to let neptune read its env var
+        if kwargs.get("with_id"):
+            return None  # the user resumes that run, whoever writes
+        own = kwargs.get("custom_run_id") or os.environ.get(CUSTOM_RUN_ID_ENV_VAR, "").strip()
+        if own:
+            if not plan.sharing.suffix:
+                return kwargs.get("custom_run_id")  # the user's, or None to let neptune read its env var
+            # A worker's or rank's run of the user's id: the id, then which one.
+            return shorten_id(own + plan.sharing.suffix, CUSTOM_RUN_ID_MAX_LENGTH)
         return derived_custom_run_id(plan)
 
     def _write_metadata(self, run: Run, plan: OpenPlan, custom_run_id: str | None) -> None:
-        fields: dict[str, Any] = {}
+        """The ``flyte/`` fields: a run of its own has them at the top; a shared run keeps only what
+        every writer has alike there, and each writer's own under ``flyte/writers/<writer>/``."""
+        context, sharing = plan.context, plan.sharing
+        common: dict[str, Any] = {
+            "flyte/execution_mode": "remote" if context.is_remote else "local",
+            "flyte/run_mode": sharing.run_mode,
+        }
         if custom_run_id is not None:
-            fields["flyte/custom_run_id"] = custom_run_id  # offline runs lose custom_run_id on `neptune sync`
-        context = plan.context
-        if context.is_rank_zero:  # every rank of a distributed task logs into the one run; rank 0 describes it
-            fields["flyte/execution_mode"] = "remote" if context.is_remote else "local"
-            fields.update(context.flyte_metadata())
-            if plan.function and "flyte/task/name" not in fields:  # a decorated function, outside Flyte
-                fields["flyte/task/name"] = plan.function
-            if context.is_remote:
-                fields["flyte/attempt"] = context.attempt
-                if plan.group is not None:
-                    fields["flyte/group"] = plan.group
-                if context.map_index is not None:
-                    fields["flyte/map_index"] = context.map_index
-            if context.is_distributed:
-                fields["flyte/world_size"] = context.world_size
-        for name, value in fields.items():
+            common["flyte/custom_run_id"] = custom_run_id  # offline runs lose custom_run_id on `neptune sync`
+        if context.is_distributed:
+            common["flyte/rank_scope"] = sharing.rank_scope
+        if sharing.shared_id is not None:
+            common["flyte/shared_id"] = sharing.shared_id  # the runs of one fallen-back shared run, together
+        mine: dict[str, Any] = dict(context.flyte_metadata())
+        if plan.function and "flyte/task/name" not in mine:  # a decorated function, outside Flyte
+            mine["flyte/task/name"] = plan.function
+        if context.is_remote:
+            mine["flyte/attempt"] = context.attempt
+            if plan.group is not None:
+                mine["flyte/group"] = plan.group
+            if context.map_index is not None:
+                mine["flyte/map_index"] = context.map_index
+        if context.is_distributed:
+            mine.update(
+                {
+                    "flyte/rank": context.rank,
+                    "flyte/local_rank": context.local_rank,
+                    "flyte/group_rank": context.group_rank,
+                    "flyte/world_size": context.world_size,
+                }
+            )
+        prefix = f"flyte/writers/{writer_label(plan)}/" if sharing.run_mode == "shared" else None
+        for name, value in mine.items():
+            if prefix is None or name in _EXECUTION_WIDE:
+                common[name] = value
+            else:
+                common[prefix + name.removeprefix("flyte/")] = value
+        for name, value in common.items():
             run[name] = value
 
     def _handle_scope(self, handle: Run, plan: OpenPlan) -> AbstractContextManager[None]:
@@ -342,6 +415,8 @@ class NeptuneSession(
         try:
             if error is not None:
                 self._record_failure(handle, plan, error)
+            elif plan.sharing.run_mode == "shared":
+                handle[f"flyte/writers/{writer_label(plan)}/status"] = "succeeded"
         finally:
             handle.stop()
 
@@ -349,9 +424,14 @@ class NeptuneSession(
         error_type = type(error)
         lines = traceback.format_exception(error_type, error, error.__traceback__)
         trace = redact("".join(lines), *plan.secrets)
-        run["flyte/error/type"] = f"{error_type.__module__}.{error_type.__qualname__}"
-        run["flyte/error/message"] = redact(exception_message(error), *plan.secrets)[:_MESSAGE_LIMIT]
-        run["flyte/error/traceback"] = trace[-_TRACEBACK_LIMIT:]
+        # A shared run: each writer's error under its own name (sys/failed stays set by any failure).
+        prefix = "flyte/"
+        if plan.sharing.run_mode == "shared":
+            prefix = f"flyte/writers/{writer_label(plan)}/"
+            run[prefix + "status"] = "failed"
+        run[prefix + "error/type"] = f"{error_type.__module__}.{error_type.__qualname__}"
+        run[prefix + "error/message"] = redact(exception_message(error), *plan.secrets)[:_MESSAGE_LIMIT]
+        run[prefix + "error/traceback"] = trace[-_TRACEBACK_LIMIT:]
         if self.init_run_kwargs.get("fail_on_exception", True):
             run["sys/failed"] = True
 
@@ -494,11 +574,18 @@ class neptune_init_run(SessionDecorator, session=NeptuneSession):
     session: NeptuneSession
 
     def get_extra_config(self) -> dict[str, str]:
-        """``host``, ``project`` and ``link_type`` ``"neptune-run-id"``, as flytekitplugins-neptune returns."""
-        config = {self.NEPTUNE_HOST_KEY: self.session.host}
-        if self.session.project is not None:
-            config[self.NEPTUNE_PROJECT_KEY] = self.session.project
-        config[self.LINK_TYPE_KEY] = LINK_TYPE
+        """``host``, ``project`` and ``link_type`` ``"neptune-run-id"``, as flytekitplugins-neptune returns.
+
+        A shared run's link is ``link_type="neptune-execution"`` instead: the runs whose ``flyte/name``
+        is the execution (the plugin's link finds a run by its pod name, which a shared run does not
+        have). flytekit calls this where the workflow is registered: a run mode or project that only
+        the pod's environment sets is not seen here.
+        """
+        session = self.session._with_defaults()
+        config = {self.NEPTUNE_HOST_KEY: session.host}
+        if session.project is not None:
+            config[self.NEPTUNE_PROJECT_KEY] = session.project
+        config[self.LINK_TYPE_KEY] = SHARED_LINK_TYPE if session.run_mode == "shared" else LINK_TYPE
         return config
 
 
