@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._decorator import SessionDecorator
 from .._defaults import TrackingDefaults
+from .._fields import flyte_fields, writer_label, writer_prefix
 from .._offline import OfflineRun, Progress, UploadTarget
 from .._preserve import relative_to_data
 from .._secrets import SecretSpec, redact
@@ -125,9 +126,6 @@ _SAMPLED_SYSTEM_METRICS = ("log_env_cpu", "log_env_network", "log_env_disk")
 _GET_OR_CREATE = "get_or_create"
 # The metadata every writer of an execution has alike: a shared experiment keeps it at the top;
 # the rest (pod, task, attempt, rank, status) goes under flyte/writers/<writer>/.
-_EXECUTION_WIDE = frozenset({"flyte/project", "flyte/domain", "flyte/name", "flyte/execution_url"})
-
-
 # comet_ml runs one experiment per process, and starting one ends the one running: sessions take
 # turns, atomically, so that a second experiment (in another thread) is refused instead.
 _TURN_LOCK = threading.Lock()
@@ -299,12 +297,6 @@ def _marked_key(key: str, suffix: str) -> str:
     scoped = re.fullmatch(r"-(worker|rank)(\d+)", suffix)
     marker = f"{scoped.group(1)[0]}{scoped.group(2)}" if scoped else re.sub(r"[^A-Za-z0-9]", "", suffix)
     return key[: _KEY_MAX - len(marker)] + marker
-
-
-def writer_label(plan: OpenPlan) -> str:
-    """What tells one writer of a shared experiment from the others: its pod's name (with its rank
-    in distributed training); locally, the task or function and rank, in words made safe."""
-    return plan.context.run_identity(per_rank=True) or file_stem(plan.sharing.writer, "writer")
 
 
 class CometSession(
@@ -598,7 +590,7 @@ class CometSession(
                 # comet_ml "starts" an experiment it could not register and logs nothing to it
                 # ("Your experiment will not be logged"): that is a failed start.
                 raise ConnectionError("Comet did not register the experiment with the server; nothing would be logged")
-            experiment.log_others(_flyte_fields(plan))
+            experiment.log_others(flyte_fields(plan))
             if log_code and plan.source_file:  # the task's file, or the file of the `with` block
                 experiment.log_code(file_name=plan.source_file)
         except BaseException:
@@ -655,7 +647,7 @@ class CometSession(
         # A shared experiment: each writer's outcome under its own name; the experiment's own
         # flyte/status only says "failed" (a later writer's success must not hide an earlier failure).
         shared = plan.sharing.run_mode == "shared"
-        prefix = f"flyte/writers/{writer_label(plan)}/" if shared else "flyte/"
+        prefix = writer_prefix(plan)
         try:
             if error is None:
                 handle.log_other(prefix + "status", "succeeded")
@@ -713,43 +705,6 @@ class CometSession(
         if not directory or not callable(name_of):
             return None
         return Path(directory) / str(name_of())
-
-
-def _flyte_fields(plan: OpenPlan) -> dict[str, Any]:
-    """The ``flyte/...`` "others" this writer records: the execution's metadata, its attempt, map
-    index and rank, and how the experiment is shared. A new experiment has them at the top; a shared
-    one keeps only what every writer has alike there, and the rest under ``flyte/writers/<writer>/``."""
-    context, sharing = plan.context, plan.sharing
-    mine: dict[str, Any] = dict(context.flyte_metadata())
-    if context.is_remote:
-        mine["flyte/attempt"] = context.attempt
-        if plan.group is not None:
-            mine["flyte/group"] = plan.group  # what a node's retries have in common
-    if context.map_index is not None:
-        mine["flyte/map_index"] = context.map_index
-    if context.is_distributed:
-        mine.update(
-            {
-                "flyte/rank": context.rank,
-                "flyte/local_rank": context.local_rank,
-                "flyte/group_rank": context.group_rank,
-                "flyte/world_size": context.world_size,
-            }
-        )
-    common: dict[str, Any] = {"flyte/run_mode": sharing.run_mode}
-    if context.is_distributed:
-        common["flyte/rank_scope"] = sharing.rank_scope
-    if sharing.shared_id is not None:
-        common["flyte/shared_id"] = sharing.shared_id
-    if sharing.run_mode != "shared":
-        return {**mine, **common}
-    prefix = f"flyte/writers/{writer_label(plan)}/"
-    for name, value in mine.items():
-        if name in _EXECUTION_WIDE:
-            common[name] = value
-        else:
-            common[prefix + name.removeprefix("flyte/")] = value
-    return common
 
 
 def _read_archive(path: Path) -> tuple[dict[str, list[tuple[float, float]]], dict[str, str], list[str]]:

@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .. import _flyte
 from .._decorator import SessionDecorator
 from .._defaults import TrackingDefaults
+from .._fields import flyte_fields, writer_prefix
 from .._offline import OfflineRun, Progress, UploadTarget
 from .._secrets import SecretSpec, redact
 from .._session import OpenPlan, RunInfo, TrackingSession, exception_message, warn
-from .._validate import check_str, check_str_list, check_url, file_stem, shorten_id
+from .._validate import check_str, check_str_list, check_url, shorten_id
 
 __all__ = ["NeptuneSession", "_neptune_init_run_class", "neptune_init_run", "neptune_session"]
 
@@ -85,7 +86,6 @@ INIT_RUN_KWARGS: frozenset[str] = frozenset(
 _PROJECT = re.compile(r"^[^/\s]+/[^/\s]+$")
 # The metadata every writer of an execution has alike: a shared run keeps it at the top; the rest
 # (pod, task, attempt, rank) goes under flyte/writers/<writer>/.
-_EXECUTION_WIDE = frozenset({"flyte/project", "flyte/domain", "flyte/name", "flyte/execution_url"})
 
 # NEPTUNE_DATA_DIRECTORY is read while `init_run` builds the run's operation processor: it is set
 # for that moment only, under a lock so that runs opened concurrently in threads never swap folders.
@@ -154,12 +154,6 @@ def derived_custom_run_id(plan: OpenPlan) -> str | None:
     if plan.group is None:
         return None
     return shorten_id(f"{plan.group}-{plan.context.attempt}{plan.sharing.suffix}", CUSTOM_RUN_ID_MAX_LENGTH)
-
-
-def writer_label(plan: OpenPlan) -> str:
-    """What tells one writer of a shared run from the others: its pod's name (with its rank in
-    distributed training); locally, the task or function and rank, in words made safe."""
-    return plan.context.run_identity(per_rank=True) or file_stem(plan.sharing.writer, "writer")
 
 
 @contextmanager
@@ -318,44 +312,11 @@ class NeptuneSession(
         return derived_custom_run_id(plan)
 
     def _write_metadata(self, run: Run, plan: OpenPlan, custom_run_id: str | None) -> None:
-        """The ``flyte/`` fields: a run of its own has them at the top; a shared run keeps only what
-        every writer has alike there, and each writer's own under ``flyte/writers/<writer>/``."""
-        context, sharing = plan.context, plan.sharing
-        common: dict[str, Any] = {
-            "flyte/execution_mode": "remote" if context.is_remote else "local",
-            "flyte/run_mode": sharing.run_mode,
-        }
+        """The ``flyte/`` fields (:func:`flyte_fields`), with how the run was opened."""
+        common: dict[str, Any] = {"flyte/execution_mode": "remote" if plan.context.is_remote else "local"}
         if custom_run_id is not None:
             common["flyte/custom_run_id"] = custom_run_id  # offline runs lose custom_run_id on `neptune sync`
-        if context.is_distributed:
-            common["flyte/rank_scope"] = sharing.rank_scope
-        if sharing.shared_id is not None:
-            common["flyte/shared_id"] = sharing.shared_id  # the runs of one fallen-back shared run, together
-        mine: dict[str, Any] = dict(context.flyte_metadata())
-        if plan.function and "flyte/task/name" not in mine:  # a decorated function, outside Flyte
-            mine["flyte/task/name"] = plan.function
-        if context.is_remote:
-            mine["flyte/attempt"] = context.attempt
-            if plan.group is not None:
-                mine["flyte/group"] = plan.group
-            if context.map_index is not None:
-                mine["flyte/map_index"] = context.map_index
-        if context.is_distributed:
-            mine.update(
-                {
-                    "flyte/rank": context.rank,
-                    "flyte/local_rank": context.local_rank,
-                    "flyte/group_rank": context.group_rank,
-                    "flyte/world_size": context.world_size,
-                }
-            )
-        prefix = f"flyte/writers/{writer_label(plan)}/" if sharing.run_mode == "shared" else None
-        for name, value in mine.items():
-            if prefix is None or name in _EXECUTION_WIDE:
-                common[name] = value
-            else:
-                common[prefix + name.removeprefix("flyte/")] = value
-        for name, value in common.items():
+        for name, value in flyte_fields(plan, common).items():
             run[name] = value
 
     def _handle_scope(self, handle: Run, plan: OpenPlan) -> AbstractContextManager[None]:
@@ -416,7 +377,7 @@ class NeptuneSession(
             if error is not None:
                 self._record_failure(handle, plan, error)
             elif plan.sharing.run_mode == "shared":
-                handle[f"flyte/writers/{writer_label(plan)}/status"] = "succeeded"
+                handle[writer_prefix(plan) + "status"] = "succeeded"
         finally:
             handle.stop()
 
@@ -425,9 +386,8 @@ class NeptuneSession(
         lines = traceback.format_exception(error_type, error, error.__traceback__)
         trace = redact("".join(lines), *plan.secrets)
         # A shared run: each writer's error under its own name (sys/failed stays set by any failure).
-        prefix = "flyte/"
+        prefix = writer_prefix(plan)
         if plan.sharing.run_mode == "shared":
-            prefix = f"flyte/writers/{writer_label(plan)}/"
             run[prefix + "status"] = "failed"
         run[prefix + "error/type"] = f"{error_type.__module__}.{error_type.__qualname__}"
         run[prefix + "error/message"] = redact(exception_message(error), *plan.secrets)[:_MESSAGE_LIMIT]
