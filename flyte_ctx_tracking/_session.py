@@ -732,7 +732,8 @@ class Session(Generic[HandleT]):
     def key(self) -> Hashable:
         """The reuse key, computed once: the nested (reentrant) path must stay cheap."""
         if self._key is None:
-            self._key = (self.kind, self._reuse_key())
+            # A run of another mode or scope is another run, whatever the backend's own target says.
+            self._key = (self.kind, self._reuse_key(), self.run_mode, self.rank_scope)
         return self._key
 
     def __enter__(self) -> HandleT:
