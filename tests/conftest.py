@@ -55,6 +55,7 @@ ONE_WORKER_GROUPS = {
     "tests/test_whylogs_scale.py": "spark",
     "tests/test_mlflow.py": "mlflow_server",
     "tests/test_sync_mlflow.py": "mlflow_server",
+    "tests/test_mlflow_sharing.py": "mlflow_server",
 }
 
 

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import tempfile
 import threading
@@ -18,13 +17,16 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from ..._context import ExecutionContext
 from ..._decorator import SessionDecorator
+from ..._defaults import TrackingDefaults
 from ..._offline import OfflineRun, Progress, UploadTarget
 from ..._secrets import SecretSpec, redact
-from ..._session import OpenPlan, RunInfo, TrackingSession, exception_message
+from ..._session import OnlineTimeout, OpenPlan, RunInfo, TrackingSession, exception_message
+from ..._sharing import shared_base
 from ..._termination import Terminated
 from ..._validate import check_choice, check_str, check_url
-from . import _fluent, _store, _sync
+from . import _fluent, _shared, _store, _sync
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun, MlflowClient
@@ -42,7 +44,13 @@ ARTIFACTS_FOLDER = "artifacts"
 LINK_TYPE = "mlflow-run"
 PARENTS = ("active", "execution", "none")
 PARENT_TAG = "mlflow.parentRunId"
-EXECUTION_PARENT_TAG = "flyte_ctx_tracking.execution_parent"
+EXECUTION_PARENT_TAG = _shared.EXECUTION_PARENT_TAG
+SHARED_TAG = _shared.SHARED_TAG
+# The tags that describe the execution, not one task: those of a run every task shares.
+_EXECUTION_KEYS = ("flyte/project", "flyte/domain", "flyte/name", "flyte/execution_url")
+_SHARING_MODES = ("shared", "nested")
+# Seconds a writer waits for the writer that claimed a shared or parent run to create it.
+_CLAIM_WAIT = 10.0
 ONLINE_TWIN_TAG = "flyte_ctx_tracking.online_run_id"
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _FRAMEWORK = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -193,6 +201,10 @@ class MlflowSession(
 ):
     """An MLflow run around a block of code: ``with mlflow_session("fraud") as run: mlflow.log_metric(...)``.
 
+    ``run_mode="shared"`` writes into one run every task and rank of the execution shares (found by
+    its ``flyte_ctx_tracking.shared_run`` tag, created by the first writer); ``"nested"`` opens a child
+    of the execution's parent run; ``"new"`` and ``"auto"`` a run of its own (see ``parent``).
+
     The block gets MLflow's ``ActiveRun``, and MLflow's fluent API (``mlflow.log_metric``,
     ``mlflow.log_params``, ``mlflow.active_run()``) logs into it, in threads and asyncio tasks too.
     The run ends ``FINISHED``, or ``FAILED`` with the error's type and message as tags when the block
@@ -220,11 +232,17 @@ class MlflowSession(
         parent: ``"active"`` nests the run under the run active where the block starts (an outer
             session's, or ``mlflow.start_run``'s); ``"execution"`` under one parent run per Flyte
             execution, shared by its tasks across pods (found by a tag, created by the first);
-            ``"none"`` makes a top-level run.
+            ``"none"`` makes a top-level run. It applies to ``run_mode`` ``"new"`` and ``"auto"``:
+            ``run_mode="nested"`` is ``parent="execution"`` (with rank scopes) and a shared run has no
+            parent, so either of them with a ``parent`` other than ``"active"`` is refused.
         secret: a token, or ``username:password``, for this run's requests only (never the process's).
         link_host: the MLflow UI's address for links, when it is not the tracking URI's.
     """
 
+    run_modes: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "online": ("new", "shared", "nested"),
+        "offline": ("new", "shared", "nested"),  # within a store; `flyte-ctx-tracking sync` joins the stores
+    }
     credential_name: ClassVar[str] = "tracking URI"
     credential_sources: ClassVar[str] = "MLFLOW_TRACKING_URI is not set"
     telemetry_off: ClassVar[Mapping[str, str]] = {"MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -272,6 +290,17 @@ class MlflowSession(
             raise TypeError(f"{owner}: autolog={autolog!r} is not accepted; pass True, False or None")
         _check_framework(owner, framework)
         check_choice(owner, "parent", parent, PARENTS)
+        if self.run_mode in _SHARING_MODES and parent != "active":
+            raise ValueError(
+                f"{owner}: parent={parent!r} and run_mode={self.run_mode!r} both choose the run's parent "
+                "(run_mode='nested' is a child of the execution's parent run, parent='execution'; a "
+                "run_mode='shared' run has none); pass one of them"
+            )
+        if self.run_mode in _SHARING_MODES and run_id is not None:
+            raise ValueError(
+                f"{owner}: run_id={run_id!r} resumes that run, and run_mode={self.run_mode!r} chooses another; "
+                "pass one of them"
+            )
         if link_host is not None:
             check_url(owner, "link_host", link_host)
         self._keep(locals())
@@ -284,7 +313,31 @@ class MlflowSession(
 
     def _reuse_key(self) -> Hashable:
         framework = self.framework.__name__ if isinstance(self.framework, ModuleType) else self.framework
-        return (self.experiment_name, self.tracking_uri, self.run_name, self.run_id, self.parent, framework)
+        return (
+            self.experiment_name,
+            self.tracking_uri,
+            self.run_name,
+            self.run_id,
+            self.parent,
+            framework,
+            self.run_mode,
+            self.rank_scope,
+        )
+
+    def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
+        updates: dict[str, Any] = {}
+        if self.experiment_name is None and defaults.project is not None:
+            updates["experiment_name"] = defaults.project  # before MLFLOW_EXPERIMENT_NAME, read at open
+        if defaults.tags:
+            own = dict(self.tags or {})
+            updates["tags"] = {**own, **{tag: "" for tag in defaults.tags if tag not in own}}
+        if (
+            self.run_mode is None
+            and defaults.run_mode in _SHARING_MODES
+            and (self.parent != "active" or self.run_id is not None)
+        ):
+            updates["run_mode"] = None  # the session's own parent= or run_id= wins over the workflow's mode
+        return updates
 
     def _require_backend(self) -> None:
         super()._require_backend()
@@ -323,11 +376,29 @@ class MlflowSession(
     def _run_name(self, plan: OpenPlan) -> str | None:
         if self.run_name:
             return self.run_name
+        if plan.sharing.run_mode == "shared":
+            return plan.run_id  # the execution's name, with the scope's suffix
         context = plan.context
+        name: str | None = None
         if context.is_remote and context.execution_name and context.task_name:
-            return f"{context.execution_name}.{context.task_name.split('.')[-1]}"
-        # A decorated function's own name (``plan.function`` is ``module.qualname``), or None: MLflow's.
-        return plan.function.rsplit(".", 1)[-1] if plan.function else None
+            name = f"{context.execution_name}.{context.task_name.split('.')[-1]}"
+        elif plan.function:  # a decorated function's own name (``module.qualname``); else None: MLflow's
+            name = plan.function.rsplit(".", 1)[-1]
+        # The runs of a worker or rank scope: told apart by name too.
+        return name + plan.sharing.suffix if name else None
+
+    def _parent_kind(self, plan: OpenPlan) -> str:
+        """``"active"``, ``"execution"`` or ``"none"``: what the run nests under, by its run mode."""
+        if plan.sharing.run_mode == "shared":
+            return "none"
+        if plan.sharing.run_mode == "nested":
+            return "execution"
+        return self.parent
+
+    def _claim_wait(self, plan: OpenPlan) -> float:
+        # Online, two claims' waits must fit in the open's deadline, with room for the requests.
+        deadline = plan.online_timeout if plan.mode == "online" else None
+        return min(_CLAIM_WAIT, deadline / 3) if deadline else _CLAIM_WAIT
 
     def _policy(self, plan: OpenPlan, *, retries: int) -> _store.RequestPolicy | None:
         if plan.mode != "online":
@@ -361,14 +432,56 @@ class MlflowSession(
             if self.run_id is not None:
                 client.update_run(self.run_id, status="RUNNING")
                 run = client.get_run(self.run_id)
+            elif plan.sharing.run_mode == "shared":
+                run = client.get_run(self._shared_run(client, experiment_id, plan))
+                store = _store.store_for(store_uri)
+                _shared.join(store, run.info.run_id, self._writer_key(plan), plan.sharing.writer, self.tags)
             else:
                 tags = self._tags(plan)
                 parent_id = self._parent_run_id(client, store_uri, experiment_id, plan)
                 if parent_id is not None:
                     tags[PARENT_TAG] = parent_id
+                if self._parent_kind(plan) == "execution":
+                    tags[_shared.WRITER_TAG] = self._writer_key(plan)
                 run = client.create_run(experiment_id, run_name=self._run_name(plan), tags=tags)
+                if parent_id is not None and self._parent_kind(plan) == "execution":
+                    _shared.join(_store.store_for(store_uri), parent_id, self._writer_key(plan), plan.sharing.writer)
         self._guard(run.info.run_id, store_uri, plan)
         return mlflow.ActiveRun(run)
+
+    def _writer_key(self, plan: OpenPlan) -> str:
+        return _shared.writer_key(plan.context, plan.function)
+
+    def _run_tags(self, plan: OpenPlan) -> dict[str, str]:
+        """The tags of the run this writer writes to when it creates it (or its offline twin)."""
+        if plan.sharing.run_mode != "shared":
+            return self._tags(plan)
+        tags = {**self._execution_tags(plan.context), SHARED_TAG: str(plan.run_id)}
+        if self.description:
+            tags["mlflow.note.content"] = self.description
+        tags.update(self.tags or {})
+        return tags
+
+    @staticmethod
+    def _execution_tags(context: ExecutionContext) -> dict[str, str]:
+        """The tags of a run the execution's tasks share: the execution's, none of one task's."""
+        metadata = context.flyte_metadata()
+        tags = {_tag_name(key): metadata[key] for key in _EXECUTION_KEYS if key in metadata}
+        tags["flyte.execution_mode"] = "remote" if context.is_remote else "local"
+        return tags
+
+    def _shared_run(self, client: MlflowClient, experiment_id: str, plan: OpenPlan) -> str:
+        """The execution's shared run (of this scope): found by its tag, or created by its first writer."""
+        identity = str(plan.run_id)
+
+        def create() -> str:
+            run = client.create_run(experiment_id, run_name=self._run_name(plan), tags=self._run_tags(plan))
+            return str(run.info.run_id)
+
+        name = self._experiment_name()
+        return _shared.find_or_create(
+            client, name, experiment_id, SHARED_TAG, identity, create, wait=self._claim_wait(plan)
+        )
 
     def _tags(self, plan: OpenPlan) -> dict[str, str]:
         context = plan.context
@@ -385,6 +498,8 @@ class MlflowSession(
         if context.is_distributed:
             tags["flyte.rank"] = str(context.rank)
             tags["flyte.world_size"] = str(context.world_size)
+            tags["flyte.local_rank"] = str(context.local_rank)
+            tags["flyte.group_rank"] = str(context.group_rank)
         if plan.source_file:
             tags["mlflow.source.name"] = plan.source_file
         if self.description:
@@ -393,9 +508,10 @@ class MlflowSession(
         return tags
 
     def _parent_run_id(self, client: MlflowClient, store_uri: str, experiment_id: str, plan: OpenPlan) -> str | None:
-        if self.parent == "none":
+        kind = self._parent_kind(plan)
+        if kind == "none":
             return None
-        if self.parent == "execution":
+        if kind == "execution":
             return self._execution_parent(client, experiment_id, plan)
         import mlflow
 
@@ -409,36 +525,25 @@ class MlflowSession(
         return str(active.info.run_id)
 
     def _execution_parent(self, client: MlflowClient, experiment_id: str, plan: OpenPlan) -> str:
-        """The execution's parent run: found by its tag, or created; when two tasks create one at once,
-        both settle on the older and the other is deleted."""
+        """The execution's parent run: found by its tag, or created by the task that claims it first
+        (:func:`._shared.find_or_create`)."""
         context = plan.context
         if context.is_remote and context.execution_name:
             key = "/".join(
                 part or "-" for part in (context.execution_project, context.execution_domain, context.execution_name)
             )
             name = context.execution_name
-        else:  # a local workflow runs its tasks in one process
-            key = f"local/{socket.gethostname()}/{os.getpid()}"
-            name = f"local-{os.getpid()}"
-        query = f"tags.`{EXECUTION_PARENT_TAG}` = '{key}'"
+        else:  # a local workflow runs its tasks in one process; a local torch elastic job shares its run id
+            key = name = shared_base(context)
 
-        def oldest() -> str | None:
-            found = client.search_runs([experiment_id], query, max_results=20)
-            # Every task must settle on the same one: the oldest, ties broken by id.
-            return (
-                str(min(found, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id) if found else None
-            )
+        def create() -> str:
+            tags = {EXECUTION_PARENT_TAG: key, **self._execution_tags(context)}
+            return str(client.create_run(experiment_id, run_name=name, tags=tags).info.run_id)
 
-        existing = oldest()
-        if existing is not None:
-            return existing
-        tags = {EXECUTION_PARENT_TAG: key, **{_tag_name(k): v for k, v in context.flyte_metadata().items()}}
-        tags.pop("flyte.task.name", None)
-        created = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-        winner = oldest() or created
-        if winner != created:
-            client.delete_run(created)
-        return winner
+        experiment_name = self._experiment_name()
+        return _shared.find_or_create(
+            client, experiment_name, experiment_id, EXECUTION_PARENT_TAG, key, create, wait=self._claim_wait(plan)
+        )
 
     def _guard(self, run_id: str, store_uri: str, plan: OpenPlan) -> None:
         session = self
@@ -451,7 +556,7 @@ class MlflowSession(
             experiment_id = _experiment_id(
                 client, session._experiment_name(), (plan.directory / ARTIFACTS_FOLDER).as_uri()
             )
-            tags = {**guard.tags, **session._tags(plan), ONLINE_TWIN_TAG: guard.run_id}
+            tags = {**guard.tags, **session._run_tags(plan), ONLINE_TWIN_TAG: guard.run_id}
             tags.pop(PARENT_TAG, None)
             twin = client.create_run(experiment_id, run_name=self._run_name(plan), tags=tags)
             twin_id = twin.info.run_id
@@ -480,6 +585,7 @@ class MlflowSession(
                 on_error=self.on_error,
                 continue_offline=continue_offline if plan.mode == "online" else None,
                 describe=describe,
+                shared_writer=self._writer_key(plan) if plan.sharing.run_mode == "shared" else None,
             )
         )
 
@@ -554,23 +660,28 @@ class MlflowSession(
             status = "KILLED"
         else:
             status = "FAILED"
-        now = int(time.time() * 1000)
-        if error is not None:
-            error_type = type(error)
-            message = redact(exception_message(error), *plan.secrets)[:_MESSAGE_LIMIT]
-            tags = [
-                RunTag("flyte.error.type", f"{error_type.__module__}.{error_type.__qualname__}"),
-                RunTag("flyte.error.message", message or "-"),
-            ]
-            store.log_batch(run_id, metrics=[], params=[], tags=tags)
-        store.update_run_info(run_id, RunStatus.from_string(status), now, None)
-        if self.parent == "execution":
-            # The execution's parent ends with its last task: finished, or failed once any task failed.
-            parent_id = store.get_run(run_id).data.tags.get(PARENT_TAG)
-            if parent_id:
-                if store.get_run(parent_id).info.status == "FAILED":
-                    status = "FAILED"
-                store.update_run_info(parent_id, RunStatus.from_string(status), now, None)
+        # An attempt abandoned for taking too long to go online wrote nothing: the block runs offline.
+        value = None if isinstance(error, OnlineTimeout) else _shared.writer_value(status, plan.sharing.writer, error)
+        with _store.requests(self._policy(plan, retries=_OPEN_RETRIES)):  # the parent's calls: this run's credentials
+            if plan.sharing.run_mode == "shared":
+                # The run is every writer's: this one's end is its tag; the status is theirs together.
+                _shared.leave(store, run_id, self._writer_key(plan), value)
+                return
+            now = int(time.time() * 1000)
+            if error is not None:
+                error_type = type(error)
+                message = redact(exception_message(error), *plan.secrets)[:_MESSAGE_LIMIT]
+                tags = [
+                    RunTag("flyte.error.type", f"{error_type.__module__}.{error_type.__qualname__}"),
+                    RunTag("flyte.error.message", message or "-"),
+                ]
+                store.log_batch(run_id, metrics=[], params=[], tags=tags)
+            store.update_run_info(run_id, RunStatus.from_string(status), now, None)
+            if self._parent_kind(plan) == "execution":
+                # The execution's parent ends with its children: see _shared.
+                parent_id = store.get_run(run_id).data.tags.get(PARENT_TAG)
+                if parent_id:
+                    _shared.leave(store, parent_id, self._writer_key(plan), value)
 
     # ---------------------------------------------------------------- reporting
     def _run_info(self, handle: ActiveRun, plan: OpenPlan, error: BaseException | None) -> RunInfo:
@@ -614,6 +725,10 @@ class MlflowSession(
         parent = logged.pop("parent", None)
         if parent:
             fields["parent run id"] = parent
+        writers = logged.pop("writers", None)
+        if plan.sharing.run_mode == "shared":
+            fields["shared run"] = f"{SHARED_TAG} = {plan.run_id}"
+            fields["writers so far"] = writers
         status = logged.pop("status", None)
         return RunInfo(
             backend=self.display_name,
@@ -641,6 +756,11 @@ def _logged(store: Any, run_id: str) -> dict[str, Any]:
         if not key.startswith(("mlflow.", "flyte.", "flyte_ctx_tracking."))
     ]
     status = str(run.info.status).lower()
+    writers: dict[str, int] = {}
+    for key, value in tags.items():
+        if key.startswith(_shared.WRITER_PREFIX):
+            state = value.split(":", 1)[0].strip().lower()
+            writers[state] = writers.get(state, 0) + 1
     error_type = tags.get("flyte.error.type")
     if error_type:
         status = f"{status} with {error_type.rsplit('.', 1)[-1]}"
@@ -651,6 +771,7 @@ def _logged(store: Any, run_id: str) -> dict[str, Any]:
         "status": status,
         "name": run.info.run_name,
         "parent": tags.get(PARENT_TAG),
+        "writers": ", ".join(f"{count} {state}" for state, count in sorted(writers.items())) or None,
     }
 
 

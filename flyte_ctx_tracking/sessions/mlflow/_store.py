@@ -15,7 +15,9 @@ and every store MLflow builds gets a guard on the methods that take a run id (``
   one go there, and one warning says so; a failure with nowhere to go follows ``on_error``.
 
 The calls of runs nobody owns pass straight through. A user's own mistake (a parameter logged twice
-with another value) is MLflow's error and reaches them unchanged.
+with another value) is MLflow's error and reaches them unchanged, except in a shared run, where the
+value another writer logged first is no mistake of this one: there the parameter is logged under
+``<key>/<writer>`` instead, with one warning (:attr:`RunGuard.shared_writer`).
 """
 
 from __future__ import annotations
@@ -113,6 +115,13 @@ class RunGuard:
     tags: dict[str, str] = field(default_factory=dict)
     offline: tuple[Any, str] | None = None
     """``(store, run id)`` of the offline twin once the server failed."""
+    shared_writer: str | None = None
+    """In a run several writers share: this writer's label, which renames a parameter another
+    writer already logged with another value (``lr`` -> ``lr/n0-rank1``)."""
+    users: int = 1
+    """Sessions of this process that hold the run (several writers of one shared run)."""
+    renamed: set[str] = field(default_factory=set)
+    """Parameters renamed so far (said once each)."""
     failure: BaseException | None = None
     """What made the run go offline, or fail with nowhere to go."""
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -131,7 +140,10 @@ class RunGuard:
                 result = _original(store, name)(store, run_id, *args, **kwargs)
         except Exception as error:
             if _is_callers_mistake(error):
-                raise
+                retried = self._without_conflicts(name, args, kwargs, error)
+                if retried is None:
+                    raise
+                return retried[0]
             return self._failed(name, args, kwargs, error)
         if self.offline is None:
             self._remember(name, args, kwargs)
@@ -173,6 +185,39 @@ class RunGuard:
             raise TrackingError(message) from error
         _warn_at_users_line(message)
 
+    def _without_conflicts(
+        self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], error: Exception
+    ) -> tuple[Any] | None:
+        """In a shared run, a parameter another writer logged first with another value: log it as
+        ``<key>/<writer>`` instead, said once per parameter. ``(result,)``, or None for any other error."""
+        if self.shared_writer is None or getattr(error, "error_code", None) != "INVALID_PARAMETER_VALUE":
+            return None
+        if name == "log_param" and args:
+            metrics, params, tags = [], [args[0]], []
+        elif name == "log_batch":
+            metrics, params, tags = (list(_argument(args, kwargs, index, key)) for index, key in enumerate(_BATCH))
+        else:
+            return None
+        from ._shared import split_conflicting_params
+
+        store, run_id, policy = self.current
+        with requests(policy):
+            existing = _original(store, "get_run")(store, run_id).data.params
+        kept, renamed = split_conflicting_params(existing, params, self.shared_writer, self.params)
+        if not renamed:
+            return None  # not another writer's value: the caller's own mistake
+        result = self.call("log_batch", (), {"metrics": metrics, "params": kept, "tags": tags})
+        fresh = sorted(set(renamed) - self.renamed)
+        self.renamed.update(renamed)
+        if fresh:
+            theirs = ", ".join(f"{key}={renamed[key][0]!r}" for key in fresh)
+            ours = ", ".join(f"{key}/{self.shared_writer}={renamed[key][1]!r}" for key in fresh)
+            _warn_at_users_line(
+                f"MlflowSession: run {self.run_id} is shared, and another writer logged {theirs} first; "
+                f"this writer's values are logged as {ours}"
+            )
+        return (result,)
+
     def _remember(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Parameters and tags logged online, for the offline twin if the server goes away."""
         if name == "log_param" and args:
@@ -184,6 +229,14 @@ class RunGuard:
                 self.params[param.key] = str(param.value)
             for tag in kwargs.get("tags") or (args[2] if len(args) > 2 else ()) or ():
                 self.tags[tag.key] = str(tag.value)
+
+
+_BATCH = ("metrics", "params", "tags")
+
+
+def _argument(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
+    value = kwargs.get(name, args[index] if len(args) > index else None)
+    return value or ()
 
 
 def _warn_at_users_line(message: str) -> None:
@@ -207,8 +260,14 @@ _OWNED_LOCK = threading.Lock()
 
 
 def own(guard: RunGuard) -> RunGuard:
-    """Route and guard every call for ``guard.run_id`` from now on."""
+    """Route and guard every call for ``guard.run_id`` from now on; a run this process already holds
+    (a shared run another session of it writes into) keeps its guard, with one more user."""
     with _OWNED_LOCK:
+        held = _OWNED.get(guard.run_id)
+        # A guard nobody holds any more that went offline stays for late reads only: a new session replaces it.
+        if held is not None and held.users > 0:
+            held.users += 1
+            return held
         _OWNED[guard.run_id] = guard
     return guard
 
@@ -219,10 +278,14 @@ def owner(run_id: str) -> RunGuard | None:
 
 
 def release(run_id: str) -> None:
-    """Stop guarding a closed run, unless it went offline: later reads of it must still find the twin."""
+    """One user less of a run; the last one stops guarding it, unless it went offline: later reads of
+    it must still find the twin."""
     with _OWNED_LOCK:
         guard = _OWNED.get(run_id)
-        if guard is not None and guard.offline is None:
+        if guard is None:
+            return
+        guard.users -= 1
+        if guard.users <= 0 and guard.offline is None:
             del _OWNED[run_id]
 
 
