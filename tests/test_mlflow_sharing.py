@@ -362,6 +362,31 @@ def test_a_shared_run_fails_with_a_writer_and_finishes_when_its_retry_succeeds()
     assert "flyte.error.type" not in recovered.data.tags  # a writer's failure is its tag's, not the run's
 
 
+def test_a_claim_whose_writer_died_before_creating_the_shared_run_is_passed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flyte_ctx_tracking import execution_context
+    from flyte_ctx_tracking._sharing import shared_base
+    from flyte_ctx_tracking.sessions.mlflow import _session as session_module
+    from flyte_ctx_tracking.sessions.mlflow import _shared
+
+    monkeypatch.setattr(session_module, "_CLAIM_WAIT", 0.2)  # how long the others wait for the claimer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrackingWarning)
+        with mlflow_session("claims"):  # the store and the experiment
+            pass
+        client = MlflowClient(f"sqlite:///{tracking_root() / 'mlflow' / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("claims")
+        identity = shared_base(execution_context())
+        # A writer claimed the shared run, and died before creating it.
+        client.create_experiment(_shared._claim_name("claims", experiment.experiment_id, SHARED_TAG, identity, 0))
+        with mlflow_session("claims", run_mode="shared") as run:
+            mlflow.log_metric("loss", 0.5)
+    (shared,) = (recorded for recorded in _runs(client, "claims") if SHARED_TAG in recorded.data.tags)
+    assert shared.info.run_id == run.info.run_id and shared.data.metrics == {"loss": 0.5}
+    assert shared.info.status == "FINISHED"
+
+
 def test_run_mode_and_parent_or_run_id_together_are_refused_naming_both() -> None:
     for options in ({"parent": "execution", "run_mode": "nested"}, {"parent": "none", "run_mode": "shared"}):
         with pytest.raises(ValueError, match=rf"parent='{options['parent']}' and run_mode='{options['run_mode']}'"):
