@@ -220,6 +220,45 @@ def test_offline_shared_and_nested_runs_of_two_pods_sync_into_one_run_and_one_pa
     assert len(client.get_metric_history(again.info.run_id, "rank3")) == 1
 
 
+@SHARED
+def test_syncing_a_failed_attempts_offline_copy_does_not_undo_its_retrys_success(
+    mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def pod(attempt: int) -> None:  # node n1 of execution "retried" (the environment a pod gets)
+        for name, value in {
+            "FLYTE_INTERNAL_EXECUTION_ID": "retried",
+            "FLYTE_INTERNAL_EXECUTION_PROJECT": PROJECT,
+            "FLYTE_INTERNAL_EXECUTION_DOMAIN": "development",
+            "HOSTNAME": f"retried-n1-{attempt}",
+            "FLYTE_ATTEMPT_NUMBER": str(attempt),
+            "FLYTE_CTX_TRACKING_DIR": str(tmp_path / f"attempt{attempt}"),
+        }.items():
+            monkeypatch.setenv(name, value)
+
+    options = {"run_mode": "shared", "offline_copy": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrackingWarning)
+        pod(0)  # the server was unreachable: offline, and it failed
+        with pytest.raises(RuntimeError), mlflow_session("retried", mode="offline", **options):
+            mlflow.log_metric("loss", 9.0)
+            raise RuntimeError("out of memory")
+        pod(1)  # the retry: online, and it succeeded
+        with mlflow_session("retried", tracking_uri=mlflow_server.url, **options) as run:
+            mlflow.log_metric("loss", 0.5)
+    results = sync_offline_runs(
+        tmp_path / "attempt0",
+        backends=["mlflow"],
+        options={"mlflow": {"tracking_uri": mlflow_server.url}},
+        console=Console(file=io.StringIO()),
+    )
+    assert [result.status for result in results] == [UPLOADED]
+    (shared,) = _runs(mlflow_server.client(), "retried")
+    assert shared.info.run_id == run.info.run_id and shared.info.status == "FINISHED"
+    assert shared.data.tags[f"{WRITER}n1"].startswith("FINISHED: a block, attempt 1")
+    history = mlflow_server.client().get_metric_history(run.info.run_id, "loss")
+    assert sorted(metric.value for metric in history) == [0.5, 9.0]  # both attempts' metrics are there
+
+
 # ------------------------------------------------------------------------------ a workflow, pod by pod
 TASKS = """
 import mlflow

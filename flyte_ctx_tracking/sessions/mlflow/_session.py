@@ -434,23 +434,35 @@ class MlflowSession(
                 run = client.get_run(self.run_id)
             elif plan.sharing.run_mode == "shared":
                 run = client.get_run(self._shared_run(client, experiment_id, plan))
-                store = _store.store_for(store_uri)
-                _shared.join(store, run.info.run_id, self._writer_key(plan), plan.sharing.writer, self.tags)
+                self._join_as_writer(store_uri, run.info.run_id, plan, self.tags)
             else:
                 tags = self._tags(plan)
                 parent_id = self._parent_run_id(client, store_uri, experiment_id, plan)
                 if parent_id is not None:
                     tags[PARENT_TAG] = parent_id
-                if self._parent_kind(plan) == "execution":
+                execution_parent = parent_id is not None and self._parent_kind(plan) == "execution"
+                if execution_parent:
                     tags[_shared.WRITER_TAG] = self._writer_key(plan)
                 run = client.create_run(experiment_id, run_name=self._run_name(plan), tags=tags)
-                if parent_id is not None and self._parent_kind(plan) == "execution":
-                    _shared.join(_store.store_for(store_uri), parent_id, self._writer_key(plan), plan.sharing.writer)
+                if execution_parent and parent_id is not None:
+                    self._join_as_writer(store_uri, parent_id, plan)
         self._guard(run.info.run_id, store_uri, plan)
         return mlflow.ActiveRun(run)
 
+    def _join_as_writer(
+        self, store_uri: str, run_id: str, plan: OpenPlan, tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Record this writer, running, on the run it shares (a shared run, or the execution's parent)."""
+        running = self._writer_value(plan, "RUNNING")
+        _shared.join(_store.store_for(store_uri), run_id, self._writer_key(plan), running, tags)
+
     def _writer_key(self, plan: OpenPlan) -> str:
         return _shared.writer_key(plan.context, plan.function)
+
+    def _writer_value(self, plan: OpenPlan, status: str, error: BaseException | None = None) -> str:
+        # A pod's attempt: `sync` merging an earlier attempt's offline copy must not undo a retry's end.
+        attempt = plan.context.attempt if plan.context.is_remote else None
+        return _shared.writer_value(status, plan.sharing.writer, error, attempt)
 
     def _run_tags(self, plan: OpenPlan) -> dict[str, str]:
         """The tags of the run this writer writes to when it creates it (or its offline twin)."""
@@ -661,7 +673,7 @@ class MlflowSession(
         else:
             status = "FAILED"
         # An attempt abandoned for taking too long to go online wrote nothing: the block runs offline.
-        value = None if isinstance(error, OnlineTimeout) else _shared.writer_value(status, plan.sharing.writer, error)
+        value = None if isinstance(error, OnlineTimeout) else self._writer_value(plan, status, error)
         with _store.requests(self._policy(plan, retries=_OPEN_RETRIES)):  # the parent's calls: this run's credentials
             if plan.sharing.run_mode == "shared":
                 # The run is every writer's: this one's end is its tag; the status is theirs together.

@@ -45,6 +45,7 @@ __all__ = [
     "leave",
     "split_conflicting_params",
     "status_of",
+    "supersedes",
     "writer_key",
 ]
 
@@ -164,12 +165,29 @@ def writer_key(context: ExecutionContext, function: str | None) -> str:
     return _UNSAFE.sub("_", key)[:_KEY_LIMIT]
 
 
-def writer_value(status: str, writer: str, error: BaseException | None = None) -> str:
-    """The value of a writer's tag: its status first, then who it is (and what failed it)."""
+def writer_value(status: str, writer: str, error: BaseException | None = None, attempt: int | None = None) -> str:
+    """The value of a writer's tag: its status first, then who it is, its attempt in a pod (and what
+    failed it)."""
     value = f"{status}: {writer}" if writer else status
+    if attempt is not None:
+        value += f", attempt {attempt}"
     if error is not None:
         value += f" ({type(error).__name__})"
     return value[:5000]
+
+
+_ATTEMPT = re.compile(r", attempt (\d+)")
+
+
+def supersedes(incoming: str, current: str | None) -> bool:
+    """Whether a writer's tag value ``incoming`` (merged by ``sync``) replaces ``current``: a later
+    attempt's always, the same attempt's unless it would take an ended writer back to running."""
+    if current is None:
+        return True
+    attempts = [int(match.group(1)) if match else 0 for match in map(_ATTEMPT.search, (incoming, current))]
+    if attempts[0] != attempts[1]:
+        return attempts[0] > attempts[1]
+    return not (incoming.startswith("RUNNING") and not current.startswith("RUNNING"))
 
 
 def status_of(tags: Mapping[str, str]) -> str | None:
@@ -198,12 +216,13 @@ def _settle(store: Any, run_id: str) -> str | None:
     return written
 
 
-def join(store: Any, run_id: str, key: str, writer: str, tags: Mapping[str, str] | None = None) -> None:
-    """Record ``key`` as a writer of the run, running (with the writer's own ``tags``)."""
+def join(store: Any, run_id: str, key: str, value: str, tags: Mapping[str, str] | None = None) -> None:
+    """Record ``key`` as a writer of the run (``value``: :func:`writer_value`, running), with the
+    writer's own ``tags``."""
     from mlflow.entities import RunTag
 
-    entries = [RunTag(name, value) for name, value in (tags or {}).items()]
-    entries.append(RunTag(WRITER_PREFIX + key, writer_value("RUNNING", writer)))
+    entries = [RunTag(name, text) for name, text in (tags or {}).items()]
+    entries.append(RunTag(WRITER_PREFIX + key, value))
     store.log_batch(run_id, metrics=[], params=[], tags=entries)
     _settle(store, run_id)
 

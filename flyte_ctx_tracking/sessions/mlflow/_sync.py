@@ -124,7 +124,7 @@ def upload_offline_run(run: OfflineRun, target: UploadTarget, progress: Progress
         tags = dict(offline.data.tags)
         target_id = _merge_target(server, tags, offline_id)
         if target_id is None and _shared.group_tag(tags) is not None:
-            target_id = _group_run(server, source, experiment.name, experiment_id, offline)
+            target_id = _group_run(server, experiment.name, experiment_id, offline)
         if target_id is None:
             tags = _reattached(server, source, experiment.name, experiment_id, tags)
             tags[SYNCED_FROM_TAG] = offline_id
@@ -164,7 +164,13 @@ def _copy(
     for chunk in _chunks(params, _PARAM_BATCH):
         server.log_batch(target_id, params=chunk)
     if merge:
-        tags = [RunTag(key, value) for key, value in offline.data.tags.items() if not _not_carried(key)]
+        # A writer's tag from an earlier attempt (that ran offline) never replaces a retry's.
+        current = server.get_run(target_id).data.tags
+        tags = [
+            RunTag(key, value)
+            for key, value in offline.data.tags.items()
+            if not _not_carried(key) and (not _is_writer(key) or _shared.supersedes(value, current.get(key)))
+        ]
         for chunk in _chunks(tags, _PARAM_BATCH):
             server.log_batch(target_id, tags=chunk)
     keys = sorted(offline.data.metrics)
@@ -217,7 +223,7 @@ def _end_as_child(server: Any, tracking_uri: str, target_id: str, offline: Any) 
     _shared.leave(_store.store_for(tracking_uri), parent, key, _shared.writer_value(status, writer))
 
 
-def _group_run(server: Any, source: Any, experiment_name: str, experiment_id: str, offline: Any) -> str:
+def _group_run(server: Any, experiment_name: str, experiment_id: str, offline: Any) -> str:
     """The server's run an offline shared run or execution parent is part of: found by its tag, or
     created (as the offline one, without its writers) by the first to claim it."""
     tag, value = _shared.group_tag(offline.data.tags) or ("", "")
@@ -246,7 +252,7 @@ def _reattached(
     except Exception:  # a parent outside this store (an online one the run could not nest under)
         offline_parent = None
     if offline_parent is not None and _shared.group_tag(offline_parent.data.tags) is not None:
-        tags[PARENT_TAG] = _group_run(server, source, experiment_name, experiment_id, offline_parent)
+        tags[PARENT_TAG] = _group_run(server, experiment_name, experiment_id, offline_parent)
         return tags
     parents = server.search_runs([experiment_id], f"tags.`{SYNCED_FROM_TAG}` = '{parent}'", max_results=1)
     if parents:
