@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..._context import ExecutionContext
 from ..._decorator import SessionDecorator
 from ..._defaults import TrackingDefaults
+from ..._fields import EXECUTION_WIDE
 from ..._offline import OfflineRun, Progress, UploadTarget
 from ..._secrets import SecretSpec, redact
 from ..._session import OnlineTimeout, OpenPlan, RunInfo, TrackingSession, exception_message
@@ -46,8 +47,6 @@ PARENTS = ("active", "execution", "none")
 PARENT_TAG = "mlflow.parentRunId"
 EXECUTION_PARENT_TAG = _shared.EXECUTION_PARENT_TAG
 SHARED_TAG = _shared.SHARED_TAG
-# The tags that describe the execution, not one task: those of a run every task shares.
-_EXECUTION_KEYS = ("flyte/project", "flyte/domain", "flyte/name", "flyte/execution_url")
 _SHARING_MODES = ("shared", "nested")
 # Seconds a writer waits for the writer that claimed a shared or parent run to create it.
 _CLAIM_WAIT = 10.0
@@ -313,16 +312,7 @@ class MlflowSession(
 
     def _reuse_key(self) -> Hashable:
         framework = self.framework.__name__ if isinstance(self.framework, ModuleType) else self.framework
-        return (
-            self.experiment_name,
-            self.tracking_uri,
-            self.run_name,
-            self.run_id,
-            self.parent,
-            framework,
-            self.run_mode,
-            self.rank_scope,
-        )
+        return (self.experiment_name, self.tracking_uri, self.run_name, self.run_id, self.parent, framework)
 
     def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
         updates: dict[str, Any] = {}
@@ -478,7 +468,7 @@ class MlflowSession(
     def _execution_tags(context: ExecutionContext) -> dict[str, str]:
         """The tags of a run the execution's tasks share: the execution's, none of one task's."""
         metadata = context.flyte_metadata()
-        tags = {_tag_name(key): metadata[key] for key in _EXECUTION_KEYS if key in metadata}
+        tags = {_tag_name(key): value for key, value in metadata.items() if key in EXECUTION_WIDE}
         tags["flyte.execution_mode"] = "remote" if context.is_remote else "local"
         return tags
 
