@@ -426,6 +426,15 @@ def test_a_claim_whose_writer_died_before_creating_the_shared_run_is_passed_over
     assert shared.info.status == "FINISHED"
 
 
+def test_the_console_link_config_finds_a_shared_run_by_its_tag_and_takes_the_workflows_project() -> None:
+    link = {"host": "https://mlflow.example.com", "experiment_name": "fraud"}
+    assert mlflow_run("fraud", link_host=link["host"]).get_extra_config() == {**link, "link_type": "mlflow-run"}
+    shared = mlflow_run("fraud", link_host=link["host"], run_mode="shared")
+    assert shared.get_extra_config() == {**link, "link_type": "mlflow-shared-run"}
+    with tracking_defaults(project="fraud", run_mode="shared"):
+        assert mlflow_run(link_host=link["host"]).get_extra_config() == {**link, "link_type": "mlflow-shared-run"}
+
+
 def test_run_mode_and_parent_or_run_id_together_are_refused_naming_both() -> None:
     for options in ({"parent": "execution", "run_mode": "nested"}, {"parent": "none", "run_mode": "shared"}):
         with pytest.raises(ValueError, match=rf"parent='{options['parent']}' and run_mode='{options['run_mode']}'"):

@@ -43,6 +43,7 @@ WORKFLOW_ENV_VARS = ("FLYTE_INTERNAL_EXECUTION_WORKFLOW", "_F_WF")  # the workfl
 STORE_FILE = "mlflow.db"
 ARTIFACTS_FOLDER = "artifacts"
 LINK_TYPE = "mlflow-run"
+SHARED_LINK_TYPE = "mlflow-shared-run"  # found by its tag, not by a pod's name: docs/mlflow.md
 PARENTS = ("active", "execution", "none")
 PARENT_TAG = "mlflow.parentRunId"
 EXECUTION_PARENT_TAG = _shared.EXECUTION_PARENT_TAG
@@ -799,15 +800,19 @@ class mlflow_run(SessionDecorator, session=MlflowSession):
     session: MlflowSession
 
     def get_extra_config(self) -> dict[str, str]:
-        """``host`` (the MLflow UI), ``experiment_name`` and ``link_type`` ``"mlflow-run"``, for a console
-        link template (see ``docs/mlflow.md``)."""
+        """``host`` (the MLflow UI), ``experiment_name`` and ``link_type``, for a console link template
+        (see ``docs/mlflow.md``): ``"mlflow-run"`` (the pod's run, by its ``flyte.execution_id`` tag),
+        or ``"mlflow-shared-run"`` for a shared run (by its ``flyte_ctx_tracking.shared_run`` tag: the
+        execution's name). The workflow's defaults count as registration sees them (flytekit calls
+        this when the workflow is registered)."""
+        session = self.session._with_defaults()
         config: dict[str, str] = {}
-        host = self.session.link_host or self.session.tracking_uri
+        host = session.link_host or session.tracking_uri
         if host and host.startswith(("http://", "https://")):
             config[self.HOST_KEY] = _without_userinfo(host)
-        if self.session.experiment_name:
-            config[self.EXPERIMENT_KEY] = self.session.experiment_name
-        config[self.LINK_TYPE_KEY] = LINK_TYPE
+        if session.experiment_name:
+            config[self.EXPERIMENT_KEY] = session.experiment_name
+        config[self.LINK_TYPE_KEY] = SHARED_LINK_TYPE if session.run_mode == "shared" else LINK_TYPE
         return config
 
 
