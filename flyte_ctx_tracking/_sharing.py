@@ -87,7 +87,19 @@ def shared_base(context: ExecutionContext) -> str:
     if elastic and elastic != "none":
         return f"local-{elastic}"
     process = os.getppid() if context.is_distributed else os.getpid()
-    return f"local-{socket.gethostname()}-{process}"
+    return f"local-{socket.gethostname()}-{process}{_started(process)}"
+
+
+def _started(pid: int) -> str:
+    """``-<start time>`` of process ``pid`` where the system tells it (Linux), else "": a process id
+    is reused after its process ends, and a later local run must not join an old run in a local
+    store that outlives it (MLflow's finds shared runs by this identity)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # Field 22 (clock ticks since boot); the command name before it may hold spaces.
+            return "-" + stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError, ValueError):
+        return ""
 
 
 def scope_suffix(context: ExecutionContext, scope: str) -> str:

@@ -30,6 +30,7 @@ from flytekit.core.context_manager import FlyteContextManager
 
 from flyte_ctx_tracking import NullRun, TrackingError, TrackingWarning, _session, current_run, tracking_defaults
 from flyte_ctx_tracking._session import OpenPlan
+from flyte_ctx_tracking._sharing import _started
 
 from .conftest import EXECUTION_NAME, REPO
 from .fake_backend import FakeRun, FakeSession, fake_init
@@ -190,7 +191,7 @@ def test_outside_distributed_training_every_scope_is_one_run(monkeypatch: pytest
         monkeypatch.delenv(name)
     with FakeSession(mode="online") as new, FakeSession("other", mode="online", run_mode="shared") as shared:
         assert new.run_id is None
-        assert shared.run_id == f"local-{socket.gethostname()}-{os.getpid()}"
+        assert shared.run_id == f"local-{socket.gethostname()}-{os.getpid()}{_started(os.getpid())}"
 
 
 # One real job: four processes (two "nodes" by GROUP_RANK, two local ranks each), each with torch elastic's
@@ -273,7 +274,10 @@ def test_a_real_four_process_job_derives_the_same_identities(monkeypatch: pytest
 
     # A local job: torch elastic's run id joins its ranks; plain torchrun has none ("none"), and its
     # ranks, children of one launcher (here: this test's process), are joined by the launcher's pid.
-    for scenario, base in (("elastic", "local-job7"), ("torchrun", f"local-{socket.gethostname()}-{os.getpid()}")):
+    for scenario, base in (
+        ("elastic", "local-job7"),
+        ("torchrun", f"local-{socket.gethostname()}-{os.getpid()}{_started(os.getpid())}"),
+    ):
         assert {r["run_id"] for r in seen(scenario, "shared").values()} == {base}
         assert {rank: r["run_id"] for rank, r in seen(scenario, "shared", "worker").items()} == {
             rank: f"{base}-worker{rank // 2}" for rank in RANKS
@@ -313,7 +317,7 @@ def test_a_run_mode_the_backend_cannot_do_offline_warns_once_per_process_then_lo
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="flyte_ctx_tracking")
-    base = f"local-{socket.gethostname()}-{os.getpid()}"
+    base = f"local-{socket.gethostname()}-{os.getpid()}{_started(os.getpid())}"
     with recorded_warnings() as first, FakeSession(mode="offline", run_mode="shared") as run:
         pass
     (message,) = first
@@ -707,7 +711,7 @@ def test_the_run_card_of_a_shared_run_says_it_is_shared_and_by_whom(monkeypatch:
     for name, value in elastic_env(2).items():  # rank 2: local rank 0 of worker 1
         if not name.startswith(("FLYTE_", "HOSTNAME")):
             monkeypatch.setenv(name, value)
-    base = f"local-{socket.gethostname()}-{os.getppid()}"
+    base = f"local-{socket.gethostname()}-{os.getppid()}{_started(os.getppid())}"
 
     @fake_init(mode="online", rank_scope="worker")
     def log_a_step() -> None:
