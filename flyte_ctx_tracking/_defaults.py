@@ -48,6 +48,15 @@ class TrackingDefaults:
     run_mode: str | None = None
     rank_scope: str | None = None
 
+    def fill(self, session: object, **attributes: str) -> dict[str, Any]:
+        """``{attribute: value}`` for each default named in ``attributes`` (``project="project_name"``)
+        whose attribute the session left None: what a backend's ``_backend_defaults`` sets."""
+        return {
+            attribute: getattr(self, name)
+            for name, attribute in attributes.items()
+            if getattr(session, attribute, None) is None and getattr(self, name) is not None
+        }
+
     def merged_over(self, lower: TrackingDefaults) -> TrackingDefaults:
         """These defaults, with ``lower``'s where these have none (tags: these, then ``lower``'s)."""
         values: dict[str, Any] = {}

@@ -77,11 +77,7 @@ class FakeSession(TrackingSession[FakeRun], kind="fake", display_name="Fake trac
         return self.target
 
     def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
-        updates: dict[str, Any] = {}
-        if self.project is None and defaults.project is not None:
-            updates["project"] = defaults.project
-        if self.entity is None and defaults.entity is not None:
-            updates["entity"] = defaults.entity
+        updates = defaults.fill(self, project="project", entity="entity")
         own = list(self.tags or ())
         extra = [tag for tag in defaults.tags if tag not in own]
         if extra:

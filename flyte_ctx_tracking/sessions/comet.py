@@ -462,11 +462,7 @@ class CometSession(
     def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
         """The workflow's project and entity as ``project_name`` and ``workspace`` where none is given
         (over ``COMET_PROJECT_NAME``/``COMET_WORKSPACE``); its tags after the session's own."""
-        updates: dict[str, Any] = {}
-        if self.project_name is None and defaults.project is not None:
-            updates["project_name"] = defaults.project
-        if self.workspace is None and defaults.entity is not None:
-            updates["workspace"] = defaults.entity
+        updates = defaults.fill(self, project="project_name", entity="workspace")
         if defaults.tags:
             if self.experiment_config is not None:
                 config = copy.copy(self.experiment_config)

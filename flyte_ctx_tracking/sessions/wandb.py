@@ -223,11 +223,7 @@ class WandbSession(
 
     # ------------------------------------------------------------------ core hooks
     def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
-        updates: dict[str, Any] = {}
-        if self.project is None and defaults.project is not None:
-            updates["project"] = defaults.project
-        if self.entity is None and defaults.entity is not None:
-            updates["entity"] = defaults.entity
+        updates = defaults.fill(self, project="project", entity="entity")
         if defaults.tags:
             tags = list(self.init_kwargs.get("tags") or ())
             updates["init_kwargs"] = {**self.init_kwargs, "tags": [*tags, *(t for t in defaults.tags if t not in tags)]}

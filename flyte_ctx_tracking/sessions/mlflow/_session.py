@@ -316,9 +316,8 @@ class MlflowSession(
         return (self.experiment_name, self.tracking_uri, self.run_name, self.run_id, self.parent, framework)
 
     def _backend_defaults(self, defaults: TrackingDefaults) -> dict[str, Any]:
-        updates: dict[str, Any] = {}
-        if self.experiment_name is None and defaults.project is not None:
-            updates["experiment_name"] = defaults.project  # before MLFLOW_EXPERIMENT_NAME, read at open
+        # Before MLFLOW_EXPERIMENT_NAME, which is read at open.
+        updates = defaults.fill(self, project="experiment_name")
         if defaults.tags:
             own = dict(self.tags or {})
             updates["tags"] = {**own, **{tag: "" for tag in defaults.tags if tag not in own}}
