@@ -18,7 +18,7 @@ import pytest
 from flyte_ctx_tracking import TrackingWarning, tracking_defaults, wandb_init, wandb_session
 from flyte_ctx_tracking.sessions import wandb as wandb_module
 
-from .conftest import EXECUTION_NAME, PodRunner, run_pod_job
+from .conftest import EXECUTION_NAME, run_pod_job
 from .wandb_records import WandbRunFile, find_runs
 
 NODE0, NODE1 = (f"{EXECUTION_NAME}-n0-0-worker-{node}" for node in (0, 1))
@@ -30,7 +30,14 @@ from flyte_ctx_tracking import execution_context, wandb_session
 @task
 def train() -> int:
     rank = execution_context().rank
-    for combination in ({"rank_scope": "worker"}, {"rank_scope": "rank"}, {"run_mode": "shared"}, {}):
+    combinations = (
+        {"rank_scope": "worker"},
+        {"rank_scope": "rank"},
+        {"run_mode": "shared"},
+        {"run_mode": "nested", "rank_scope": "worker"},
+        {},
+    )
+    for combination in combinations:
         tag = "-".join(combination.values()) or "default"
         with wandb_session(project="job", mode="offline", tags=[tag], **combination) as run:
             if run is not None:
@@ -65,6 +72,12 @@ def test_rank_scope_gives_every_rank_its_own_run(job_runs: Any) -> None:
     assert _with_tag(runs, "rank") == expected
 
 
+def test_nested_runs_of_the_worker_scope_are_one_per_node_in_the_executions_group(job_runs: Any) -> None:
+    _, runs = job_runs
+    assert _with_tag(runs, "nested-worker") == {f"{NODE0}-worker0": [0], f"{NODE1}-worker1": [2]}
+    assert {run.group for run in runs if "nested-worker" in run.tags} == {EXECUTION_NAME}
+
+
 def test_global_scope_by_default_gives_the_job_one_run_from_rank_zero(job_runs: Any) -> None:
     _, runs = job_runs
     assert _with_tag(runs, "default") == {NODE0: [0]}
@@ -81,46 +94,6 @@ def test_shared_offline_keeps_every_writer_in_a_run_of_its_own_grouped_by_the_ex
     assert {run.group for run in shared} == {EXECUTION_NAME}
     for rank in ranks:  # one warning per process says why, and what happened instead
         assert rank.output.count("cannot do run_mode='shared' offline") == 1, rank.output
-
-
-# ------------------------------------------------------------------ a workflow's tasks, pod by pod
-WORKFLOW = """
-from flytekit import task
-from flyte_ctx_tracking import wandb_init, current_run
-
-@task
-@wandb_init
-def prepare() -> int:
-    current_run("wandb").log({"rows": 10})
-    return 10
-
-@task
-@wandb_init(tags=["mine"])
-def train() -> int:
-    current_run("wandb").log({"auc": 0.9})
-    return 1
-"""
-
-
-def test_a_workflows_tasks_end_in_one_group_with_the_workflows_defaults_from_the_environment(
-    pod_run: PodRunner,
-) -> None:
-    defaults = {"FLYTE_CTX_TRACKING_RUN_MODE": "nested", "FLYTE_CTX_TRACKING_PROJECT": "fraud"}
-    defaults["FLYTE_CTX_TRACKING_TAGS"] = "team-risk,nightly"
-    pods = [
-        pod_run(WORKFLOW, "prepare", node_id="n0", env=defaults),
-        pod_run(WORKFLOW, "train", node_id="n1", env=defaults),
-    ]
-    runs = []
-    for pod in pods:
-        assert pod.returncode == 0, pod.output
-        (run,) = find_runs(pod.workdir / "tracking")
-        runs.append(run)
-    assert [run.run_id for run in runs] == [f"{EXECUTION_NAME}-n0-0", f"{EXECUTION_NAME}-n1-0"]
-    assert {run.group for run in runs} == {EXECUTION_NAME}
-    assert [run.job_type for run in runs] == ["prepare", "train"]
-    assert {run.project for run in runs} == {"fraud"}  # no decorator named a project
-    assert runs[1].tags[:3] == ["mine", "team-risk", "nightly"]  # the task's own tags first
 
 
 # ------------------------------------------------------------------ online shared mode
