@@ -56,6 +56,7 @@ ONE_WORKER_GROUPS = {
     "tests/test_mlflow.py": "mlflow_server",
     "tests/test_sync_mlflow.py": "mlflow_server",
     "tests/test_mlflow_sharing.py": "mlflow_server",
+    "tests/test_wandb_sharing.py": "wandb_job",
 }
 
 
