@@ -232,15 +232,29 @@ class _Origin:
 # Frames of these modules are never the user's line (``contextlib`` runs ``ExitStack`` blocks).
 _MACHINERY = ("flyte_ctx_tracking", "contextlib", "asyncio", "concurrent.futures", "threading")
 _LOG = logging.getLogger("flyte_ctx_tracking")
-# How many runs of each backend went offline for want of a key in this process (said once, then counted).
-_OFFLINE_NOTICES: dict[str, int] = {}
-_OFFLINE_NOTICES_LOCK = threading.Lock()
-# How often each (backend, run mode, mode) fell back to a new run in this process (said once, then counted).
-_RUN_MODE_NOTICES: dict[tuple[str, str, str], int] = {}
-# The bad FLYTE_CTX_TRACKING_* values already warned of in this process (then logged at INFO).
-_DEFAULTS_NOTICES: set[str] = set()
+# News that reaches every session of a process (a backend offline for want of a key, a run mode it
+# cannot do, a bad FLYTE_CTX_TRACKING_* value), by what it is about: how often it was told.
+_NOTICES: dict[Hashable, int] = {}
+_NOTICES_LOCK = threading.Lock()
 # The origin of the session whose backend code is running in this context (set around each hook).
 _ORIGIN: ContextVar[_Origin | None] = ContextVar("flyte_ctx_tracking_origin", default=None)
+
+
+def _warn_once(about: Hashable, message: str | Callable[[], str], later: str) -> None:
+    """Warn ``message`` the first time this process hears ``about`` it; later, log it at INFO.
+
+    A map task's every element, or every session of a test suite, meets the same news: one warning
+    says it, and the message (which may read the backend's run back) is only made when it is told.
+    """
+    with _NOTICES_LOCK:
+        count = _NOTICES[about] = _NOTICES.get(about, 0) + 1
+    if count > 1 and not _LOG.isEnabledFor(logging.INFO):
+        return
+    text = message if isinstance(message, str) else message()
+    if count == 1:
+        warn(f"{text} (Said once per process; {later} are logged at INFO.)")
+    else:
+        _LOG.info("%s (number %d in this process)", text, count)
 
 
 def warn(message: str, category: type[Warning] = TrackingWarning) -> None:
@@ -1045,15 +1059,8 @@ class Session(Generic[HandleT]):
         if not self.tracks_runs:
             return self
         defaults, problems = current_defaults()
-        for problem in problems:
-            # A launch plan's typo reaches every session of every task: said once per process, then logged.
-            with _OFFLINE_NOTICES_LOCK:
-                first = problem not in _DEFAULTS_NOTICES
-                _DEFAULTS_NOTICES.add(problem)
-            if first:
-                warn(f"{type(self).__name__}: {problem} (said once per process)")
-            else:
-                _LOG.info("%s: %s", type(self).__name__, problem)
+        for problem in problems:  # a launch plan's typo reaches every session of every task
+            _warn_once(("defaults", problem), f"{type(self).__name__}: {problem}", "later ones")
         if defaults == TrackingDefaults():
             return self
         updates: dict[str, Any] = {}
@@ -1201,14 +1208,7 @@ class Session(Generic[HandleT]):
             _LOG.info("%s", message)
             return sharing, run_id
         # Said once per backend, mode and where: a mode the backend never has is the same news online and offline.
-        notice = (self.kind, wanted, mode if elsewhere else "anywhere")
-        with _OFFLINE_NOTICES_LOCK:
-            first = _RUN_MODE_NOTICES.setdefault(notice, 0) == 0
-            _RUN_MODE_NOTICES[notice] += 1
-        if first:
-            warn(message + " (Said once per process; later ones are logged at INFO.)")
-        else:
-            _LOG.info("%s", message)
+        _warn_once(("run_mode", self.kind, wanted, mode if elsewhere else "anywhere"), message, "later ones")
         return sharing, run_id
 
     def _quiet_telemetry(self) -> None:
@@ -1401,6 +1401,13 @@ class Session(Generic[HandleT]):
     def _warn_offline(self, handle: HandleT, plan: OpenPlan) -> None:
         """One warning per fallback; running offline for want of a key (a map task's every element, a
         test suite) is said once per process and backend, then counted in the log."""
+        if plan.after_online_failure:
+            warn(self._offline_message(handle, plan))
+            return
+        _warn_once(("offline", self.kind), lambda: self._offline_message(handle, plan), "later offline runs")
+
+    def _offline_message(self, handle: HandleT, plan: OpenPlan) -> str:
+        """Why the run is offline, where its data is, and how to upload it."""
         try:
             info = self._run_info(handle, plan, None) if isinstance(self, TrackingSession) else None
         except Exception:  # the warning goes out without the path rather than not at all
@@ -1409,16 +1416,7 @@ class Session(Generic[HandleT]):
         sync = f" Upload it later with: {info.sync_command}" if info is not None and info.sync_command else ""
         if plan.copy_to is not None:
             sync += f" When the run closes it is copied to {plan.copy_to} (upload from there: flyte-ctx-tracking sync)."
-        message = f"{type(self).__name__}: {plan.fallback_reason}, so {self.display_name} runs offline.{where}{sync}"
-        if plan.after_online_failure:
-            warn(message)
-            return
-        with _OFFLINE_NOTICES_LOCK:
-            count = _OFFLINE_NOTICES[self.kind] = _OFFLINE_NOTICES.get(self.kind, 0) + 1
-        if count == 1:
-            warn(message + " (Said once per process; later offline runs are logged at INFO.)")
-        else:
-            _LOG.info("%s (offline run number %d of %s in this process)", message, count, self.display_name)
+        return f"{type(self).__name__}: {plan.fallback_reason}, so {self.display_name} runs offline.{where}{sync}"
 
 
 def _short_repr(value: Any) -> str:

@@ -116,9 +116,7 @@ def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     (tmp_path / "home").mkdir(exist_ok=True)
     from flyte_ctx_tracking import _session
 
-    _session._OFFLINE_NOTICES.clear()  # each test sees the once-per-process offline notice
-    _session._RUN_MODE_NOTICES.clear()  # and the once-per-process run-mode fallback notice
-    _session._DEFAULTS_NOTICES.clear()  # and the once-per-process notice of a bad workflow default
+    _session._NOTICES.clear()  # each test sees the once-per-process notices (offline, run modes, defaults)
     _end_a_leftover_comet_experiment()
     yield root
 

@@ -46,11 +46,9 @@ def _fresh_notices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in DEFAULT_VARIABLES:
         monkeypatch.delenv(f"FLYTE_CTX_TRACKING_{name}", raising=False)
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    _session._RUN_MODE_NOTICES.clear()
-    _session._DEFAULTS_NOTICES.clear()
+    _session._NOTICES.clear()
     yield
-    _session._RUN_MODE_NOTICES.clear()
-    _session._DEFAULTS_NOTICES.clear()
+    _session._NOTICES.clear()
 
 
 def pod_name(group: int, attempt: int = 0, node: str = "n0") -> str:
@@ -372,7 +370,7 @@ def test_nested_from_a_workflow_default_on_a_backend_without_nested_warns_once_a
         assert "has no run_mode='nested' (the workflow's default" in message and "online it can" not in message
 
     monkeypatch.setenv("FLYTE_CTX_TRACKING_RUN_MODE", "nested")  # the same default from a launch plan
-    _session._RUN_MODE_NOTICES.clear()
+    _session._NOTICES.clear()
     with recorded_warnings() as warned, NoNesting(mode="offline") as run, NoNesting("b", mode="offline"):
         pass
     assert len(warned) == 1 and run.sharing is not None and run.sharing.run_mode == "new"

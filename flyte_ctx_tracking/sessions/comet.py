@@ -19,7 +19,6 @@ Comet-specific decisions, each documented in ``docs/comet.md``:
   ``shared`` (every writer opens the one experiment whose key the execution derives, with
   ``get_or_create``; offline, every writer's archive carries that key, and uploading them appends
   them into one experiment). What differs per writer goes under ``flyte/writers/<writer>/``;
-
 * a failed block is recorded in the experiment itself: ``flyte/status`` = ``failed`` and the
   error in "others", and Comet's own crash report (``customer_error_reported`` in the offline
   archive, the "crashed" state once uploaded);
@@ -124,8 +123,6 @@ _REJECTED_KWARGS = {
 _SAMPLED_SYSTEM_METRICS = ("log_env_cpu", "log_env_network", "log_env_disk")
 # comet_ml.start's mode that lets several writers open one experiment.
 _GET_OR_CREATE = "get_or_create"
-# The metadata every writer of an execution has alike: a shared experiment keeps it at the top;
-# the rest (pod, task, attempt, rank, status) goes under flyte/writers/<writer>/.
 # comet_ml runs one experiment per process, and starting one ends the one running: sessions take
 # turns, atomically, so that a second experiment (in another thread) is refused instead.
 _TURN_LOCK = threading.Lock()

@@ -84,8 +84,6 @@ INIT_RUN_KWARGS: frozenset[str] = frozenset(
     }
 )
 _PROJECT = re.compile(r"^[^/\s]+/[^/\s]+$")
-# The metadata every writer of an execution has alike: a shared run keeps it at the top; the rest
-# (pod, task, attempt, rank) goes under flyte/writers/<writer>/.
 
 # NEPTUNE_DATA_DIRECTORY is read while `init_run` builds the run's operation processor: it is set
 # for that moment only, under a lock so that runs opened concurrently in threads never swap folders.
